@@ -1,0 +1,80 @@
+"""The end-of-run summary printed to the terminal, and the run's pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _reasons(counts: dict | None) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def format_summary(summary: dict, output_dir: Path) -> str:
+    """A short, human-readable account of one run."""
+    t = summary.get("timings", {})
+    computed = summary.get("computed_scenes", {})
+    reused = summary.get("reused_scenes", {})
+    lines = [
+        "",
+        "featurizer run summary",
+        "----------------------",
+        f"choices        {' '.join(f'{k}={v}' for k, v in summary.get('choices', {}).items() if v)}",
+        f"scenes         {summary['scenes']}  (computed now: "
+        + ", ".join(f"{s} {computed.get(s, 0)}" for s in computed)
+        + "; reused from cache: " + ", ".join(f"{s} {reused.get(s, 0)}" for s in reused) + ")",
+        f"instances      {summary['instances']}",
+        f"3D features    {summary['keys_3d']} written; missing: {_reasons(summary.get('missing_3d'))}",
+    ]
+    if summary.get("keys_2d") is not None:
+        v = summary.get("views_per_instance") or {}
+        views = "" if v.get("mean") is None else f"; views per instance mean {v['mean']:.1f}, max {v['max']:.0f}"
+        lines.append(f"2D features    {summary['keys_2d']} written; missing: {_reasons(summary.get('missing_2d'))}"
+                     + views)
+    stage_times = [("read + segment", t.get("read", 0.0)),
+                   ("3D (prepare + Uni3D)", t.get("prepare_3d", 0.0) + t.get("encode_3d", 0.0)),
+                   ("2D (decode, encode, map, fuse)", t.get("total_2d", 0.0))]
+    lines.append("time per stage " + ", ".join(f"{name} {sec:.1f}s" for name, sec in stage_times)
+                 + f"; total {t.get('total', 0.0):.1f}s")
+    files = summary.get("files", {})
+    lines.append(f"output         {output_dir}")
+    for role in ("feats3d", "feats2d", "attributes", "gt_attributes"):
+        if files.get(role):
+            lines.append(f"  {role:<13}{files[role]}")
+    lines.append(f"  {'records':<13}records.json (why each missing key is missing)")
+    if summary.get("metrics"):
+        m = summary["metrics"]
+        shown = [f"{k} {m[k]:.3f}" for k in ("knn_3d", "knn_2d", "knn_concat") if m.get(k) is not None]
+        if shown:
+            lines.append("probe          " + ", ".join(shown) + "  (metrics.json)")
+    for pic in summary.get("pictures", []):
+        lines.append(f"  picture      {pic}")
+    notes = summary.get("notes") or {}
+    if notes:
+        lines.append(f"data notes     {sum(len(n) for n in notes.values())} in {len(notes)} scene(s) (summary.json)")
+    return "\n".join(lines) + "\n"
+
+
+def write_pictures(output_dir: Path, reader, segmenter, encoder2d, fusion, count: int) -> list[str]:
+    """Pictures of the ``count`` best-seen instances of the first scene: chosen views, projected points,
+    pooled region and the patch grid actually encoded (featurizer.viz)."""
+    from featurizer.viz import draw_instance_views
+
+    records = json.loads((Path(output_dir) / "records.json").read_text())
+    if not reader.scene_ids:
+        return []
+    scene_id = reader.scene_ids[0]
+    seen = sorted(((r["2d"].get("views", 0), key) for key, r in records.items()
+                   if r["scene"] == scene_id and r.get("2d", {}).get("ok")), reverse=True)
+    if not seen:
+        return []
+    scene = segmenter.segment(reader.load(scene_id))
+    written = []
+    for _, key in seen[:count]:
+        index = int(key.rsplit("_", 1)[1])
+        out = Path(output_dir) / "views" / f"{key}.png"
+        draw_instance_views(scene, index, encoder2d, fusion, out)
+        written.append(str(out.relative_to(output_dir)))
+    return written

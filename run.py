@@ -1,0 +1,108 @@
+"""featurizer's entry point: compose the config, build the parts by name, run the predict loop.
+
+    python run.py                                   # demo: synthetic scenes, tiny encoders, no downloads
+    python run.py experiment=chat_scene dataset.root=/data/scannet
+    python run.py -m fusion=paper,mean,mask_pool,topk_views
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+def _optional(node: DictConfig):
+    """Configs without a `_target_` (encoder2d=none) mean "this part is not used"."""
+    return instantiate(node) if node is not None and node.get("_target_") else None
+
+
+def featurize(cfg: DictConfig) -> dict:
+    """One featurizer run; returns the run's summary (also written to <output_dir>/summary.json)."""
+    import lightning as L
+
+    from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
+    from featurizer.summary import format_summary, write_pictures
+    from featurizer.writer import OutputNames, ShardWriter, StageStore, stage_hashes
+
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # Build and validate every part before any long work starts.
+    reader = instantiate(cfg.dataset)
+    segmenter = instantiate(cfg.segmenter)
+    reader.check()
+    segmenter.check(reader.scene_ids)
+    encoder3d = instantiate(cfg.encoder3d)
+    encoder2d = _optional(cfg.encoder2d)
+    fusion = _optional(cfg.fusion) if encoder2d is not None else None
+
+    sections = {k: OmegaConf.to_container(cfg[k], resolve=True)
+                for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
+    store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None))
+    names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
+    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    writer = ShardWriter(store, output_dir, reader.scene_ids, names,
+                         run_info={"choices": choices, "started_at": started, "output_dir": str(output_dir)})
+    module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
+                              frame_batch=cfg.frame_batch)
+    trainer = instantiate(cfg.trainer, callbacks=[writer])
+    trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, segmenter, store), cfg.scene_workers),
+                    return_predictions=False)
+
+    summary = json.loads((output_dir / "summary.json").read_text())
+    if encoder2d is not None and cfg.pictures:
+        summary["pictures"] = write_pictures(output_dir, reader, segmenter, encoder2d, fusion, cfg.pictures)
+    summary["timings"]["total"] = time.time() - started
+    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary, output_dir))
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    from featurizer.errors import FeaturizerError
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    output_dir = Path(cfg.paths.output_dir)
+    logger = _optional(cfg.logger)
+    try:
+        if logger is not None:
+            logger.start(OmegaConf.to_container(cfg, resolve=True), name=cfg.run_name or output_dir.name,
+                         group=Path(hc.sweep.dir).name if multirun else None)
+        summary = featurize(cfg)
+        if logger is not None:
+            metrics_file = output_dir / "metrics.json"
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+            records = json.loads((output_dir / "records.json").read_text())
+            logger.log_summary(summary, metrics, records)
+        return summary
+    except Exception as exc:
+        if multirun:  # one failing job is recorded in its own folder and the sweep goes on
+            failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}}
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "summary.json").write_text(json.dumps(failed, indent=2))
+            traceback.print_exc()
+            print(f"featurizer: job {hc.job.num} failed: {failed['error']}", file=sys.stderr)
+            return failed
+        if isinstance(exc, FeaturizerError):
+            raise SystemExit(f"featurizer: error: {exc}") from None
+        raise
+    finally:
+        if logger is not None:
+            logger.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
+
+
+if __name__ == "__main__":
+    main()
