@@ -1,0 +1,178 @@
+"""Mask3D's raw export: ``<root>/<split>/<scene>.txt`` + one ``0``/``1`` mask file per instance.
+
+Layout (DESIGN.md section 4)::
+
+    <root>/<split>/<scene>.txt                 # lines: pred_mask/<scene>_<k>.txt <class_id> <score>
+    <root>/<split>/pred_mask/<scene>_<k>.txt   # one 0/1 line per mesh vertex
+
+Class ids are ScanNet label ids, looked up in column 0 of ``scannetv2-labels.combined.tsv`` and
+named by its column 2 (``category``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from featurizer.dataset.labels import TSV_NAME as LABELS_TSV_NAME
+from featurizer.dataset.labels import read_label_table
+from featurizer.errors import ConfigError, DataError
+from featurizer.scene import Instance, Scene
+from featurizer.segmenter.base import Segmenter
+
+
+def read_labels_tsv(path: str | Path) -> dict[int, str]:
+    """ScanNet's labels tsv as ``{id (column 0): category (column 2)}`` (featurizer.dataset.labels)."""
+    names = read_label_table(path).id_to_category
+    if not names:
+        raise DataError(path, "labels tsv has no rows")
+    return names
+
+
+def read_binary_mask(path: Path, num_points: int) -> np.ndarray:
+    """(num_points,) bool mask from a file of one ``0``/``1`` (or integer) line per vertex."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "mask file not found") from None
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    if len(buf) in (2 * num_points, 2 * num_points - 1) and num_points > 0:
+        # fast path for Mask3D's `np.savetxt(fmt="%d")`: "0\n1\n..." (~10x faster than split())
+        digits, newlines = buf[0::2], buf[1::2]
+        if (newlines == ord("\n")).all() and ((digits == ord("0")) | (digits == ord("1"))).all():
+            return digits == ord("1")
+    tokens = raw.split()
+    if len(tokens) != num_points:
+        raise DataError(
+            path, f"mask has {len(tokens)} lines but the scene has {num_points} points (mesh vertices)"
+        )
+    values = np.array(tokens, dtype=np.bytes_)
+    ones = values == b"1"
+    if not (ones | (values == b"0")).all():  # tolerate other integer spellings, e.g. "1.0" or "2"
+        try:
+            ones = values.astype(np.float64) != 0
+        except ValueError:
+            bad = next(t for t in tokens if t not in (b"0", b"1"))
+            raise DataError(path, f"mask line is not a number: {bad[:40]!r}") from None
+    return ones
+
+
+class Mask3DExport(Segmenter):
+    """Instances of Mask3D's raw export, sorted by score (descending, stable) and thresholded.
+
+    root: the export folder holding ``<split>/``.
+    split: the subfolder (``val``, ``train``, ``test``).
+    labels_tsv: ``scannetv2-labels.combined.tsv``, or a folder holding it (e.g. the dataset root);
+        None looks for it in ``root`` and then in ``root``'s parent.
+    score_threshold: keep instances with ``score >= score_threshold``.
+    max_instances: keep the first ``max_instances`` after sorting (paper: 100); None keeps all.
+
+    Only the kept instances' mask files are read. Empty masks are kept (the pipeline records them
+    as having no feature) and reported with ``scene.warn``.
+    """
+
+    name = "mask3d"
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "val",
+        labels_tsv: str | None = None,
+        score_threshold: float = 0.0,
+        max_instances: int | None = 100,
+    ):
+        super().__init__(max_instances=max_instances)
+        if root is None:
+            raise ConfigError("segmenter.root", "the Mask3D export folder is not set")
+        if max_instances is not None and max_instances < 0:
+            raise ConfigError("segmenter.max_instances", f"must be >= 0 or null, got {max_instances}")
+        self.root = Path(root)
+        self.split = split
+        self.labels_tsv = None if labels_tsv is None else Path(labels_tsv)
+        self.score_threshold = float(score_threshold)
+        self._names: dict[int, str] | None = None
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / self.split
+
+    def scene_file(self, scene_id: str) -> Path:
+        return self.export_dir / f"{scene_id}.txt"
+
+    def labels_path(self) -> Path:
+        """The labels tsv this segmenter uses (raises ConfigError when none can be found)."""
+        if self.labels_tsv is not None:
+            path = self.labels_tsv / LABELS_TSV_NAME if self.labels_tsv.is_dir() else self.labels_tsv
+            if not path.is_file():
+                raise ConfigError("segmenter.labels_tsv", f"{path} not found")
+            return path
+        candidates = [self.root / LABELS_TSV_NAME, self.root.parent / LABELS_TSV_NAME]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise ConfigError(
+            "segmenter.labels_tsv",
+            f"not set, and no {LABELS_TSV_NAME} in {self.root} or {self.root.parent}",
+        )
+
+    def class_names(self) -> dict[int, str]:
+        if self._names is None:
+            self._names = read_labels_tsv(self.labels_path())
+        return self._names
+
+    def check(self, scene_ids: list[str]) -> None:
+        if not self.export_dir.is_dir():
+            raise DataError(self.export_dir, "Mask3D export folder not found")
+        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DataError(
+                self.scene_file(missing[0]), f"Mask3D export missing for {len(missing)} scene(s): {shown}"
+            )
+        self.class_names()
+
+    def read_predictions(self, scene_id: str) -> list[tuple[Path, int, float]]:
+        """``(mask file, class id, score)`` per line of ``<scene>.txt``, in file order."""
+        txt = self.scene_file(scene_id)
+        if not txt.is_file():
+            raise DataError(txt, "Mask3D export missing for this scene")
+        out = []
+        for lineno, line in enumerate(txt.read_text().splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise DataError(
+                    txt, f"line {lineno}: expected '<mask file> <class id> <score>', got {line!r}"
+                )
+            try:
+                class_id, score = int(parts[1]), float(parts[2])
+            except ValueError:
+                raise DataError(txt, f"line {lineno}: bad class id or score in {line!r}") from None
+            if not np.isfinite(score):
+                raise DataError(txt, f"line {lineno}: non-finite score {parts[2]}")
+            mask = Path(parts[0])
+            out.append((mask if mask.is_absolute() else self.export_dir / mask, class_id, score))
+        return out
+
+    def predict(self, scene: Scene) -> list[Instance]:
+        txt = self.scene_file(scene.scene_id)
+        preds = self.read_predictions(scene.scene_id)
+        names = self.class_names()
+        for _, class_id, _ in preds:
+            if class_id not in names:
+                raise DataError(txt, f"unknown class id {class_id} (not in {self.labels_path()})")
+        kept = [p for p in preds if p[2] >= self.score_threshold]
+        kept.sort(key=lambda p: -p[2])  # stable: equal scores keep file order
+        if self.max_instances is not None:
+            kept = kept[: self.max_instances]  # only read the masks that will be used
+        instances, empty = [], []
+        for mask_path, class_id, score in kept:
+            ids = np.flatnonzero(read_binary_mask(mask_path, scene.num_points))
+            if len(ids) == 0:
+                empty.append(mask_path.name)
+            instances.append(Instance(point_ids=ids, label=names[class_id], score=score))
+        if empty:
+            scene.warn(f"Mask3D: {len(empty)} empty mask(s) kept as empty instances: {', '.join(empty[:5])}")
+        return instances
