@@ -1,0 +1,735 @@
+"""Feature-quality probe of a run, and tables and plots of a sweep.
+
+A run folder (Hydra's output dir of one job) holds ``summary.json`` and the Chat-Scene files it
+names (DESIGN.md section 3). :func:`probe_run` measures how well the written features separate
+object classes, with ground-truth labels: predicted instances are matched to ground-truth boxes by
+3D IoU (:func:`match_to_gt`), then a cosine k-nearest-neighbour classifier and a linear probe are
+cross-validated with folds split by scene, for the 3D, the 2D and the concatenated features. The
+numbers go to ``<run>/metrics.json``.
+
+:func:`summarize_sweep` turns a Hydra multirun folder into ``summary.md``, ``summary.csv`` and
+``summary.png`` (one row per job, failed jobs included), and :class:`SweepSummary` runs it as a
+Hydra callback at the end of a multirun.
+
+Pure numpy/torch (no sklearn); every result is deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.experimental.callback import Callback
+
+from featurizer.errors import DataError
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("knn_3d", "linear_3d", "knn_2d", "linear_2d", "knn_concat", "linear_concat")
+MODALITIES = ("3d", "2d", "concat")
+MIN_CLASS_SAMPLES = 2  # classes with fewer samples are dropped from a probe
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-validation folds and classifiers
+# ---------------------------------------------------------------------------------------------
+
+
+def group_folds(groups, folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation splits where no group (scene) is in both the train and test part of a fold.
+
+    groups: (N,) group id per sample (any hashable: scene ids).
+    Returns a list of ``(train_idx, test_idx)`` int64 index arrays. With at least ``folds``
+    distinct groups, groups are dealt to ``folds`` folds like sklearn's GroupKFold (largest group
+    first, each to the fold with the fewest samples so far; ties to the lower fold and to the
+    group that sorts first), so folds have about the same size. With fewer groups than ``folds``
+    it is leave-one-group-out. Fewer than 2 groups: no split is possible, returns ``[]``.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    groups = np.asarray(groups)
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    n_groups = len(names)
+    if n_groups < 2:
+        return []
+    if n_groups <= folds:
+        fold_of_group = np.arange(n_groups)
+        n_folds = n_groups
+    else:
+        n_folds = folds
+        fold_of_group = np.empty(n_groups, dtype=np.int64)
+        fold_sizes = np.zeros(n_folds, dtype=np.int64)
+        # stable sort by decreasing size: equal sizes keep the order of the sorted group names
+        for g in np.argsort(-counts, kind="stable"):
+            f = int(np.argmin(fold_sizes))
+            fold_of_group[g] = f
+            fold_sizes[f] += counts[g]
+    sample_fold = fold_of_group[inverse]
+    splits = []
+    for f in range(n_folds):
+        test = np.flatnonzero(sample_fold == f)
+        train = np.flatnonzero(sample_fold != f)
+        if len(test) and len(train):
+            splits.append((train.astype(np.int64), test.astype(np.int64)))
+    return splits
+
+
+def _encode_labels(y) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) labels of any type -> (class names (C,), (N,) int64 codes)."""
+    names, codes = np.unique(np.asarray(y), return_inverse=True)
+    return names, codes.reshape(-1).astype(np.int64)
+
+
+def _as_matrix(X) -> torch.Tensor:
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not torch.is_tensor(X) else X)
+    X = X.detach().to(torch.float32).cpu()
+    if X.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(X.shape)}")
+    return X
+
+
+def _check_inputs(X, y, groups) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    X = _as_matrix(X)
+    _, codes = _encode_labels(y)
+    groups = np.asarray(groups)
+    if not (len(X) == len(codes) == len(groups)):
+        raise ValueError(f"X, y, groups differ in length: {len(X)}, {len(codes)}, {len(groups)}")
+    return X, codes, groups
+
+
+def _knn_predict(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, k: int, n_classes: int
+) -> torch.Tensor:
+    """Cosine kNN majority vote. train_x (M, D), train_y (M,), test_x (T, D) -> (T,) predicted codes.
+
+    Ties between classes are broken by the summed similarity of their neighbours, then by the
+    lower class code. Test rows are processed in chunks so memory stays bounded.
+    """
+    train_x = torch.nn.functional.normalize(train_x, dim=1)
+    test_x = torch.nn.functional.normalize(test_x, dim=1)
+    k = min(k, len(train_x))
+    out = []
+    chunk = max(1, (1 << 24) // max(1, len(train_x)))  # ~64 MiB of similarities per chunk
+    for start in range(0, len(test_x), chunk):
+        sim = test_x[start : start + chunk] @ train_x.T  # (t, M)
+        top_sim, top_idx = sim.topk(k, dim=1)  # sorted; equal similarities -> implementation order
+        votes = torch.zeros(len(sim), n_classes, dtype=torch.float64)
+        votes.scatter_add_(1, train_y[top_idx], torch.ones_like(top_sim, dtype=torch.float64))
+        tie = torch.zeros_like(votes)
+        # similarities are in [-1, 1]; (sim + 1) / (2k + 2) < 1/2 summed over k neighbours < 1 vote
+        tie.scatter_add_(1, train_y[top_idx], (top_sim.double() + 1.0) / (2.0 * k + 2.0))
+        out.append((votes + tie).argmax(dim=1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
+def knn_accuracy(X, y, groups, k: int = 5, folds: int = 5) -> float:
+    """Cross-validated cosine k-nearest-neighbour accuracy, folds split by scene.
+
+    X: (N, D) features; y: (N,) labels (any type); groups: (N,) scene id per sample.
+    Folds come from :func:`group_folds` (leave-one-scene-out when there are fewer scenes than
+    ``folds``). Returns the accuracy pooled over all test samples, or NaN when no split exists
+    (fewer than 2 scenes). Labels are used as given: drop rare classes before (see
+    :func:`probe_run`).
+    """
+    X, codes, groups = _check_inputs(X, y, groups)
+    splits = group_folds(groups, folds)
+    if not splits:
+        return float("nan")
+    n_classes = int(codes.max()) + 1
+    y_t = torch.from_numpy(codes)
+    correct = total = 0
+    with _single_thread_if_small(float(X.shape[0]) ** 2 * X.shape[1] / len(splits)):
+        for train, test in splits:
+            pred = _knn_predict(X[train], y_t[train], X[test], k, n_classes)
+            correct += int((pred == y_t[test]).sum())
+            total += len(test)
+    return correct / total
+
+
+@contextmanager
+def _single_thread_if_small(work: float, limit: float = 2e7):
+    """Run tiny problems (``work`` ~ multiply-adds per step) on one torch thread: thread hand-offs
+    cost more than such matrices, badly so on a loaded machine. Restores the thread count."""
+    before = torch.get_num_threads()
+    small = work < limit and before > 1
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
+
+
+def _fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, epochs: int, weight_decay: float, seed: int
+) -> torch.nn.Linear:
+    """Multinomial logistic regression on standardised (M, D) features, full-batch L-BFGS."""
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(x.shape[1], n_classes)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(model.weight.shape, generator=gen) * 0.01)
+        model.bias.zero_()
+    opt = torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=epochs, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = loss + 0.5 * weight_decay * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def linear_probe_accuracy(
+    X, y, groups, folds: int = 5, epochs: int = 100, seed: int = 0, weight_decay: float = 1e-3
+) -> float:
+    """Cross-validated accuracy of a linear probe, folds split by scene.
+
+    X: (N, D) features; y: (N,) labels; groups: (N,) scene id per sample. Per fold, features are
+    standardised with the train part's mean and std, then a multinomial logistic regression
+    (torch, L2 ``weight_decay``, ``epochs`` L-BFGS iterations, weights initialised from ``seed``)
+    is fitted on the train part and scored on the test part. Returns the accuracy pooled over all
+    test samples, or NaN when no split exists (fewer than 2 scenes).
+    """
+    X, codes, groups = _check_inputs(X, y, groups)
+    splits = group_folds(groups, folds)
+    if not splits:
+        return float("nan")
+    n_classes = int(codes.max()) + 1
+    y_t = torch.from_numpy(codes)
+    correct = total = 0
+    with torch.enable_grad(), _single_thread_if_small(float(X.shape[0]) * X.shape[1] * n_classes):
+        for train, test in splits:
+            mean = X[train].mean(dim=0)
+            std = X[train].std(dim=0, unbiased=False).clamp_min(1e-6)
+            model = _fit_logistic((X[train] - mean) / std, y_t[train], n_classes, epochs, weight_decay, seed)
+            with torch.no_grad():
+                pred = model((X[test] - mean) / std).argmax(dim=1)
+            correct += int((pred == y_t[test]).sum())
+            total += len(test)
+    return correct / total
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching predicted instances to ground truth
+# ---------------------------------------------------------------------------------------------
+
+
+def box_iou_3d(a, b) -> np.ndarray:
+    """IoU of axis-aligned 3D boxes. a (P, 6), b (G, 6) as (center xyz, size xyz) -> (P, G) float64."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 6)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 6)
+    a_lo, a_hi = a[:, :3] - a[:, 3:] / 2, a[:, :3] + a[:, 3:] / 2
+    b_lo, b_hi = b[:, :3] - b[:, 3:] / 2, b[:, :3] + b[:, 3:] / 2
+    lo = np.maximum(a_lo[:, None], b_lo[None])
+    hi = np.minimum(a_hi[:, None], b_hi[None])
+    inter = np.clip(hi - lo, 0, None).prod(axis=2)
+    vol_a = np.clip(a[:, 3:], 0, None).prod(axis=1)
+    vol_b = np.clip(b[:, 3:], 0, None).prod(axis=1)
+    union = vol_a[:, None] + vol_b[None] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return iou
+
+
+def match_to_gt(pred_locs, gt_locs, threshold: float = 0.5) -> np.ndarray:
+    """Greedy one-to-one matching of predicted to ground-truth boxes by 3D IoU.
+
+    pred_locs: (P, 6), gt_locs: (G, 6) aligned boxes (center xyz, size xyz).
+    Pairs with IoU >= ``threshold`` are taken highest IoU first (ties: lower prediction index,
+    then lower GT index), each prediction and each GT box at most once.
+    Returns (P,) int64: the matched GT index, or -1.
+    """
+    pred = np.asarray(pred_locs, dtype=np.float64).reshape(-1, 6)
+    gt = np.asarray(gt_locs, dtype=np.float64).reshape(-1, 6)
+    match = np.full(len(pred), -1, dtype=np.int64)
+    if len(pred) == 0 or len(gt) == 0:
+        return match
+    iou = box_iou_3d(pred, gt)
+    order = np.argsort(-iou, axis=None, kind="stable")  # row-major: ties keep (pred, gt) order
+    gt_used = np.zeros(len(gt), dtype=bool)
+    for flat in order:
+        p, g = divmod(int(flat), len(gt))
+        if iou[p, g] < threshold:
+            break
+        if match[p] < 0 and not gt_used[g]:
+            match[p] = g
+            gt_used[g] = True
+    return match
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe of one run
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(path, "not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot be read as JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"must hold a JSON object, holds {type(data).__name__}")
+    return data
+
+
+def _load_pt(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise DataError(path, f"{what} file named in summary.json not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt / unsafe files
+        raise DataError(path, f"cannot be loaded with torch.load(weights_only=True): {e}") from None
+    if not isinstance(data, dict):
+        raise DataError(path, f"{what} must be a dict, is {type(data).__name__}")
+    return data
+
+
+def _attributes_labels(attrs: dict, path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """{scene_id: (labels, (I, 6) float64 locs)} from a Chat-Scene attributes dict."""
+    out = {}
+    for scene_id, entry in attrs.items():
+        if not isinstance(entry, dict) or "objects" not in entry or "locs" not in entry:
+            raise DataError(path, f"scene {scene_id!r} must be a dict with 'objects' and 'locs'")
+        labels = [str(x) for x in entry["objects"]]
+        locs = np.asarray(torch.as_tensor(entry["locs"]).double().numpy()).reshape(-1, 6)
+        if len(locs) != len(labels):
+            raise DataError(path, f"scene {scene_id!r}: {len(labels)} objects but {len(locs)} locs")
+        out[str(scene_id)] = (labels, locs)
+    return out
+
+
+def _drop_rare(keys: list[str], labels: list[str], scenes: list[str]):
+    counts = Counter(labels)
+    keep = [i for i, lab in enumerate(labels) if counts[lab] >= MIN_CLASS_SAMPLES]
+    return [keys[i] for i in keep], [labels[i] for i in keep], [scenes[i] for i in keep]
+
+
+def _stack(feats: dict, keys: list[str], path: Path) -> torch.Tensor:
+    rows = []
+    for key in keys:
+        v = torch.as_tensor(feats[key]).detach().to(torch.float32).reshape(-1)
+        rows.append(v)
+    dims = {len(r) for r in rows}
+    if len(dims) > 1:
+        raise DataError(path, f"feature vectors have different lengths: {sorted(dims)}")
+    return torch.stack(rows) if rows else torch.zeros(0, 0)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def probe_run(
+    run_dir, k: int = 5, folds: int = 5, epochs: int = 100, seed: int = 0, iou_threshold: float = 0.5
+) -> dict:
+    """Probe the features of one run folder and write ``<run_dir>/metrics.json``.
+
+    Reads ``summary.json`` and the files it names (feats3d, feats2d, attributes, gt_attributes).
+    Labels are the ground truth: for a predicted segmenter (attributes != gt_attributes), each
+    predicted instance takes the label of the GT box it matches (:func:`match_to_gt`, IoU >=
+    ``iou_threshold``); unmatched ones are excluded and counted. Per modality ("3d", "2d",
+    "concat" = keys with both, each part L2-normalised, then concatenated), classes with fewer
+    than 2 samples are dropped, then :func:`knn_accuracy` and :func:`linear_probe_accuracy` run.
+
+    Returns (and writes) ``{"knn_3d", "linear_3d", "knn_2d", "linear_2d", "knn_concat",
+    "linear_concat", "n_3d", "n_2d", "n_concat", "n_classes", "chance", "coverage_3d",
+    "coverage_2d", "matched", "unmatched"}`` plus ``"n_classes_<m>"``, ``"chance_<m>"`` per
+    modality and ``"labels"`` ("gt" or null). ``n_classes``/``chance`` (majority-class rate) are
+    those of the 3D set (the 2D set when there are no 3D features). A missing modality, or one
+    with fewer than 2 scenes or 2 classes, gives null accuracies. No GT attributes (test split):
+    all accuracies null.
+    """
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    summary = _read_json(summary_path)
+    if summary.get("status") != "ok":
+        raise DataError(summary_path, f"run status is {summary.get('status')!r}: {summary.get('error')}")
+    files = summary.get("files")
+    if not isinstance(files, dict) or not files.get("attributes"):
+        raise DataError(summary_path, "'files' must name at least 'attributes'")
+
+    feats: dict[str, dict | None] = {}
+    feat_paths: dict[str, Path] = {}
+    for mod, name in (("3d", "feats3d"), ("2d", "feats2d")):
+        if files.get(name):
+            feat_paths[mod] = run_dir / files[name]
+            feats[mod] = _load_pt(feat_paths[mod], name)
+        else:
+            feats[mod] = None
+
+    attr_path = run_dir / files["attributes"]
+    pred = _attributes_labels(_load_pt(attr_path, "attributes"), attr_path)
+    gt_name = files.get("gt_attributes")
+    gt = None
+    if gt_name:
+        gt_path = run_dir / gt_name
+        same = gt_path.resolve() == attr_path.resolve()
+        gt = pred if same else _attributes_labels(_load_pt(gt_path, "gt_attributes"), gt_path)
+
+    # label of every predicted instance key (GT label of its match)
+    key_label: dict[str, str] = {}
+    key_scene: dict[str, str] = {}
+    matched = unmatched = 0
+    for scene_id, (labels, locs) in pred.items():
+        if gt is None:
+            break
+        if gt is pred:
+            idx = np.arange(len(labels))
+            gt_labels = labels
+        elif scene_id in gt:
+            gt_labels, gt_locs = gt[scene_id]
+            idx = match_to_gt(locs, gt_locs, iou_threshold)
+        else:
+            idx = np.full(len(labels), -1)
+            gt_labels = []
+        for i, g in enumerate(idx):
+            if g < 0:
+                unmatched += 1
+                continue
+            matched += 1
+            key = f"{scene_id}_{i:02}"
+            key_label[key] = gt_labels[int(g)]
+            key_scene[key] = scene_id
+
+    metrics: dict[str, Any] = {name: None for name in METRIC_NAMES}
+    sets: dict[str, list[str] | None] = {}
+    for mod in ("3d", "2d"):
+        sets[mod] = None if feats[mod] is None else [k_ for k_ in key_label if k_ in feats[mod]]
+    if feats["3d"] is not None and feats["2d"] is not None:
+        sets["concat"] = [k_ for k_ in key_label if k_ in feats["3d"] and k_ in feats["2d"]]
+    else:
+        sets["concat"] = None
+
+    for mod in MODALITIES:
+        keys = sets[mod]
+        metrics[f"n_{mod}"] = None
+        metrics[f"n_classes_{mod}"] = None
+        metrics[f"chance_{mod}"] = None
+        if keys is None or gt is None:
+            continue
+        keys, labels, scenes = _drop_rare(
+            keys, [key_label[k_] for k_ in keys], [key_scene[k_] for k_ in keys]
+        )
+        metrics[f"n_{mod}"] = len(keys)
+        counts = Counter(labels)
+        metrics[f"n_classes_{mod}"] = len(counts)
+        metrics[f"chance_{mod}"] = max(counts.values()) / len(keys) if keys else None
+        if len(counts) < 2 or len(set(scenes)) < 2:
+            continue
+        if mod == "concat":
+            x3 = torch.nn.functional.normalize(_stack(feats["3d"], keys, feat_paths["3d"]), dim=1)
+            x2 = torch.nn.functional.normalize(_stack(feats["2d"], keys, feat_paths["2d"]), dim=1)
+            X = torch.cat([x3, x2], dim=1)
+        else:
+            X = _stack(feats[mod], keys, feat_paths[mod])
+        metrics[f"knn_{mod}"] = _finite_or_none(knn_accuracy(X, labels, scenes, k=k, folds=folds))
+        metrics[f"linear_{mod}"] = _finite_or_none(
+            linear_probe_accuracy(X, labels, scenes, folds=folds, epochs=epochs, seed=seed)
+        )
+
+    main = "3d" if feats["3d"] is not None else "2d"
+    metrics["n_classes"] = metrics[f"n_classes_{main}"] or 0
+    metrics["chance"] = metrics[f"chance_{main}"]
+    instances = summary.get("instances") or 0
+    for mod in ("3d", "2d"):
+        n_keys = summary.get(f"keys_{mod}")
+        if n_keys is None and feats[mod] is not None:
+            n_keys = len(feats[mod])
+        metrics[f"coverage_{mod}"] = (
+            n_keys / instances if feats[mod] is not None and instances and n_keys is not None else None
+        )
+    metrics["matched"] = matched
+    metrics["unmatched"] = unmatched
+    metrics["labels"] = None if gt is None else "gt"
+    _write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep summary
+# ---------------------------------------------------------------------------------------------
+
+
+def _natural_key(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Folders under ``sweep_dir`` (not itself) holding a ``.hydra/`` folder, in natural order."""
+    jobs = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir() and p.parent != sweep_dir}
+    return sorted(jobs, key=lambda p: _natural_key(p.relative_to(sweep_dir).as_posix()))
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, yaml.YAMLError) as e:
+        log.warning("%s: cannot be read as YAML: %s", path, e)
+        return None
+
+
+def _job_choices(job: Path, summary: dict | None) -> tuple[dict[str, str], list[str]]:
+    """Config-group choices and overridden values of one job, as strings; the overridden keys."""
+    choices: dict[str, str] = {}
+    overridden: list[str] = []
+    hydra_cfg = _read_yaml(job / ".hydra" / "hydra.yaml")
+    if isinstance(hydra_cfg, dict):
+        runtime = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        for group, option in runtime.items():
+            if not str(group).startswith("hydra/") and option is not None:
+                choices[str(group)] = str(option)
+    if summary and isinstance(summary.get("choices"), dict):
+        for group, option in summary["choices"].items():
+            choices[str(group)] = str(option)
+    overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
+    if isinstance(overrides, list):
+        for item in overrides:
+            key, sep, value = str(item).partition("=")
+            if sep:
+                choices[key.lstrip("+~")] = value
+                overridden.append(key.lstrip("+~"))
+    return choices, overridden
+
+
+def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"job": job.relative_to(sweep_dir).as_posix(), "status": "failed", "error": None}
+    summary = None
+    summary_path = job / "summary.json"
+    if not summary_path.is_file():
+        row["error"] = "no summary.json (the job did not finish)"
+    else:
+        try:
+            summary = _read_json(summary_path)
+        except DataError as e:
+            row["error"] = str(e)
+    if summary is not None:
+        if summary.get("status") == "ok":
+            row["status"] = "ok"
+        else:
+            row["error"] = summary.get("error") or f"status {summary.get('status')!r}"
+    row["choices"], row["override_keys"] = _job_choices(job, summary)
+
+    metrics: dict = {}
+    metrics_path = job / "metrics.json"
+    if row["status"] == "ok":
+        if metrics_path.is_file():
+            try:
+                metrics = _read_json(metrics_path)
+            except DataError as e:
+                row["error"] = str(e)
+        elif probe_missing:
+            try:
+                metrics = probe_run(job)
+            except Exception as e:  # a probe failure must not lose the other rows
+                row["error"] = f"probe failed: {e}"
+    for name in METRIC_NAMES + ("chance", "coverage_3d", "coverage_2d"):
+        row[name] = metrics.get(name)
+    timings = (summary or {}).get("timings") or {}
+    row["time_s"] = timings.get("total")
+    row["scenes"] = (summary or {}).get("scenes")
+    row["instances"] = (summary or {}).get("instances")
+    return row
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _md_cell(text: str, limit: int | None = None) -> str:
+    text = " ".join(str(text).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text.replace("|", "\\|")
+
+
+def _table_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(varying choice columns, value columns)."""
+    all_keys: list[str] = []
+    for row in rows:
+        for key in row["choices"]:
+            if key not in all_keys:
+                all_keys.append(key)
+    varying = [k for k in all_keys if len({row["choices"].get(k) for row in rows}) > 1]
+    if not varying:  # nothing varies (one job): show what was overridden
+        varying = [k for k in all_keys if any(k in row["override_keys"] for row in rows)]
+    values = list(METRIC_NAMES) + ["chance", "coverage_3d", "coverage_2d", "time_s"]
+    return varying, values
+
+
+def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) -> tuple[Path, Path, Path]:
+    """Summarise a Hydra multirun folder: one row per job, failed jobs included.
+
+    A job is a folder under ``sweep_dir`` holding ``.hydra/``. Columns: job, status, the choices
+    that vary across the sweep (``.hydra/hydra.yaml`` runtime choices, ``summary.json`` choices
+    and ``.hydra/overrides.yaml``), the probe accuracies and chance (``metrics.json``; computed
+    with :func:`probe_run` when missing and ``probe_missing``), coverage, total time, error.
+    Writes ``summary.md``, ``summary.csv`` and ``summary.png`` (bar chart of the probe
+    accuracies per job, grouped 3D/2D/concat) into ``sweep_dir``, prints the Markdown table when
+    ``echo``, and returns the three paths.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise DataError(sweep_dir, "sweep folder not found")
+    jobs = _job_dirs(sweep_dir)
+    if not jobs:
+        raise DataError(sweep_dir, "no job folders (subfolders holding .hydra/) in this sweep folder")
+    rows = []
+    for job in jobs:
+        rows.append(_job_row(sweep_dir, job, probe_missing))
+    varying, values = _table_columns(rows)
+
+    header = ["job", "status", *varying, *values, "error"]
+    table_rows = [
+        [row["job"], row["status"], *(row["choices"].get(k, "") for k in varying),
+         *(row[v] for v in values), row["error"] or ""]
+        for row in rows
+    ]
+
+    md_lines = [
+        f"# Sweep {sweep_dir.name}",
+        "",
+        f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok, "
+        f"{sum(r['status'] != 'ok' for r in rows)} failed. Accuracies: cross-validated by scene, "
+        "GT labels; chance = majority-class rate.",
+        "",
+    ]
+    table_md = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for cells in table_rows:
+        shown = [_md_cell(_fmt(c), limit=120 if i == len(cells) - 1 else None) for i, c in enumerate(cells)]
+        shown[1] = "**failed**" if cells[1] != "ok" else "ok"
+        table_md.append("| " + " | ".join(shown) + " |")
+    md_path = sweep_dir / "summary.md"
+    _write_text_atomic(md_path, "\n".join(md_lines + table_md) + "\n")
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for cells in table_rows:
+        writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in cells])
+    csv_path = sweep_dir / "summary.csv"
+    _write_text_atomic(csv_path, buf.getvalue())
+
+    png_path = sweep_dir / "summary.png"
+    _plot_sweep(rows, varying, png_path, title=f"probe accuracy: {sweep_dir.name}")
+    if echo:
+        print("\n".join(table_md))
+    return md_path, csv_path, png_path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _plot_sweep(rows: list[dict], varying: list[str], path: Path, title: str) -> None:
+    """Two panels (kNN, linear); per job three bars (3D, 2D, concat) and a chance tick."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels = []
+    for row in rows:
+        parts = [f"{k}={row['choices'].get(k, '')}" for k in varying]
+        label = row["job"] + ("\n" + "\n".join(parts) if parts else "")
+        labels.append(label + ("\n(failed)" if row["status"] != "ok" else ""))
+    n = len(rows)
+    fig = Figure(figsize=(max(6.0, 1.6 * n + 2), 7.5), dpi=100)
+    FigureCanvasAgg(fig)
+    colors = {"3d": "#4c72b0", "2d": "#dd8452", "concat": "#55a868"}
+    width = 0.26
+    x = np.arange(n)
+    for p, probe in enumerate(("knn", "linear")):
+        ax = fig.add_subplot(2, 1, p + 1)
+        for m, mod in enumerate(MODALITIES):
+            vals = [row.get(f"{probe}_{mod}") for row in rows]
+            heights = [v if isinstance(v, (int, float)) and math.isfinite(v) else 0.0 for v in vals]
+            bars = ax.bar(x + (m - 1) * width, heights, width, label=mod, color=colors[mod])
+            for bar, v in zip(bars, vals):
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                                va="bottom", fontsize=7)
+        labelled = False
+        for i, row in enumerate(rows):
+            c = row.get("chance")
+            if isinstance(c, (int, float)) and math.isfinite(c):
+                ax.hlines(c, i - 1.5 * width, i + 1.5 * width, colors="k", linestyles="dashed",
+                          label=None if labelled else "chance")
+                labelled = True
+        ax.set_ylim(0, 1.08)
+        ax.set_ylabel(f"{'kNN' if probe == 'knn' else 'linear probe'} accuracy")
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels if p == 1 else [""] * n, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        if p == 0:
+            ax.set_title(title)
+            ax.legend(loc="upper right", fontsize=8, ncol=4)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, :func:`summarize_sweep` on ``hydra.sweep.dir``.
+
+    Register under ``hydra.callbacks`` in ``conf/config.yaml``::
+
+        hydra:
+          callbacks:
+            sweep_summary:
+              _target_: featurizer.report.SweepSummary
+
+    A failure to summarise is logged, never raised: the jobs' own results are already on disk.
+    """
+
+    def __init__(self, probe_missing: bool = True) -> None:
+        self.probe_missing = probe_missing
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            paths = summarize_sweep(sweep_dir, probe_missing=self.probe_missing, echo=True)
+        except Exception:
+            log.exception("sweep summary of %s failed", sweep_dir)
+            return
+        log.info("sweep summary: %s", ", ".join(str(p) for p in paths))
