@@ -29,6 +29,7 @@ def featurize(cfg: DictConfig) -> dict:
     """One featurizer run; returns the run's summary (also written to <output_dir>/summary.json)."""
     import lightning as L
 
+    from featurizer.report import probe_run
     from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
     from featurizer.summary import format_summary, write_pictures
     from featurizer.writer import OutputNames, ShardWriter, StageStore, stage_hashes
@@ -60,6 +61,7 @@ def featurize(cfg: DictConfig) -> dict:
                     return_predictions=False)
 
     summary = json.loads((output_dir / "summary.json").read_text())
+    summary["metrics"] = probe_run(output_dir)  # feature-quality probe against GT labels -> metrics.json
     if encoder2d is not None and cfg.pictures:
         summary["pictures"] = write_pictures(output_dir, reader, segmenter, encoder2d, fusion, cfg.pictures)
     summary["timings"]["total"] = time.time() - started
