@@ -1,0 +1,454 @@
+"""ScanNet reader: scans (mesh, meta, aggregation, segs) + exported RGB-D frames -> Scene.
+
+Layout (DESIGN.md section 4)::
+
+    <root>/scans/<scene>/            (or <root>/scans_test/<scene>/)
+        <scene>_vh_clean_2.ply                    vertices x y z red green blue [alpha], faces
+        <scene>.txt                               meta: axisAlignment, fx_depth, ..., depthWidth
+        <scene>.aggregation.json                  segGroups (not in the test split)
+        <scene>_vh_clean_2.0.010000.segs.json     segIndices (not in the test split)
+    <root>/scannetv2-labels.combined.tsv
+    <root>/scannetv2_<split>.txt
+    <frames_root>/<scene>/color/<k>.jpg, depth/<k>.png, pose/<k>.txt, intrinsic/intrinsic_depth.txt
+
+``frames_root`` defaults to ``<root>/scannet_2d`` (OpenScene's export, what Chat-Scene used).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
+from featurizer.errors import ConfigError, DataError
+from featurizer.scene import Frame, Instance, Scene
+
+PLY_SUFFIX = "_vh_clean_2.ply"
+SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
+AGG_SUFFIX = ".aggregation.json"
+REQUIRED_VERTEX_PROPS = ("x", "y", "z", "red", "green", "blue")
+FRAME_MODES = ("exported", "sens", "none")
+DEPTH_SCALE = 1000.0  # exported depth pngs are uint16 millimetres
+SENS_TODO = "'sens' (reading <scene>.sens directly) is not yet implemented; use frames=exported"
+
+
+def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
+    """Parse a ply header without reading the body.
+
+    Returns ({element: count}, vertex property names in order, format string). DataError when the
+    file is missing or the header is not a ply header.
+    """
+    if not path.is_file():
+        raise DataError(path, "mesh file not found")
+    counts: dict[str, int] = {}
+    props: list[str] = []
+    fmt = ""
+    current = None
+    with open(path, "rb") as f:
+        if f.readline().strip() != b"ply":
+            raise DataError(path, "not a ply file (first line is not 'ply')")
+        for _ in range(10000):
+            raw = f.readline()
+            if not raw:
+                raise DataError(path, "ply header has no 'end_header' line")
+            words = raw.decode("ascii", errors="replace").split()
+            if not words:
+                continue
+            if words[0] == "end_header":
+                return counts, props, fmt
+            if words[0] == "format" and len(words) >= 2:
+                fmt = words[1]
+            elif words[0] == "element" and len(words) == 3:
+                current = words[1]
+                try:
+                    counts[current] = int(words[2])
+                except ValueError:
+                    raise DataError(path, f"ply header: bad element count in {raw.strip()!r}") from None
+            elif words[0] == "property" and current == "vertex" and len(words) >= 3:
+                props.append(words[-1])
+    raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """``key = value`` lines of a ScanNet meta ``<scene>.txt``; {} when the file does not exist."""
+    if not path.is_file():
+        return {}
+    meta: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            meta[key.strip()] = value.strip()
+    return meta
+
+
+def parse_axis_alignment(meta: dict[str, str], path: Path) -> np.ndarray | None:
+    """The (4, 4) row-major ``axisAlignment`` of the meta, None when absent; DataError when unparsable."""
+    if "axisAlignment" not in meta:
+        return None
+    text = meta["axisAlignment"]
+    try:
+        values = [float(x) for x in text.split()]
+    except ValueError:
+        raise DataError(path, f"axisAlignment is not 16 numbers: {text[:80]!r}") from None
+    if len(values) != 16 or not np.isfinite(values).all():
+        raise DataError(path, f"axisAlignment must be 16 finite numbers, got {len(values)}: {text[:80]!r}")
+    return np.asarray(values, dtype=np.float64).reshape(4, 4)
+
+
+def _frame_number(path: Path) -> int | None:
+    return int(path.stem) if re.fullmatch(r"\d+", path.stem) else None
+
+
+def _missing_props(missing: list[str], present) -> str:
+    return f"ply vertex element lacks properties {', '.join(missing)} (has {', '.join(present)})"
+
+
+def _shown(items, n: int = 5) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+class ScanNetReader:
+    """Reads ScanNet scenes (scans + exported frames) into :class:`featurizer.scene.Scene`.
+
+    root: the ScanNet folder (holds ``scans/``, the labels tsv, the split files).
+    split: ``train`` / ``val`` / ``test``; names the split file ``scannetv2_<split>.txt``.
+    scenes: explicit scene ids (win over any split file).
+    split_file: a split file to read instead of ``<root>/scannetv2_<split>.txt``.
+    frames_root: exported frames folder (default ``<root>/scannet_2d``).
+    frame_stride: keep every k-th exported frame (frames sorted by their number).
+    frames: ``exported`` (files per frame), ``sens`` (not yet implemented) or ``none``.
+    labels_tsv: the labels tsv (default ``<root>/scannetv2-labels.combined.tsv``).
+    max_frames: keep at most this many frames per scene (after the stride); None keeps all.
+    """
+
+    name = "scannet"
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "val",
+        scenes: list[str] | None = None,
+        split_file: str | None = None,
+        frames_root: str | None = None,
+        frame_stride: int = 1,
+        frames: str = "exported",
+        labels_tsv: str | None = None,
+        max_frames: int | None = None,
+    ):
+        if root is None or str(root) in ("", "???"):
+            raise ConfigError("dataset.root", "the ScanNet folder is not set: pass dataset.root=/path")
+        if frames not in FRAME_MODES:
+            choices = ", ".join(FRAME_MODES)
+            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {choices}")
+        if int(frame_stride) < 1:
+            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
+        if max_frames is not None and int(max_frames) < 1:
+            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
+        self.root = Path(root)
+        self.split = str(split)
+        self.frames = frames
+        self.frame_stride = int(frame_stride)
+        self.max_frames = None if max_frames is None else int(max_frames)
+        self.frames_root = Path(frames_root) if frames_root is not None else self.root / "scannet_2d"
+        self.labels_tsv = Path(labels_tsv) if labels_tsv is not None else self.root / TSV_NAME
+        self._labels: LabelTable | None = None
+        if isinstance(scenes, str):  # dataset.scenes=scene0000_00,scene0001_00 from the command line
+            scenes = [s for s in scenes.replace(",", " ").split()]
+        if scenes is not None:
+            self.scene_ids = [str(s) for s in scenes]
+        else:
+            path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
+            if not path.is_file():
+                raise DataError(
+                    path, "split file not found (pass dataset.split_file=... or dataset.scenes=[...])"
+                )
+            self.scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if not self.scene_ids:
+                raise DataError(path, "split file lists no scenes")
+
+    # ------------------------------------------------------------------ paths
+    def scene_dir(self, scene_id: str) -> Path:
+        """``<root>/scans/<scene>``, or ``<root>/scans_test/<scene>`` when only that exists."""
+        for sub in ("scans", "scans_test"):
+            d = self.root / sub / scene_id
+            if d.is_dir():
+                return d
+        raise DataError(
+            self.root / "scans" / scene_id, "scene folder not found (looked in scans/ and scans_test/)"
+        )
+
+    def frames_dir(self, scene_id: str) -> Path:
+        return self.frames_root / scene_id
+
+    def labels(self) -> LabelTable:
+        if self._labels is None:
+            self._labels = read_label_table(self.labels_tsv)
+        return self._labels
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Cheap validation of every scene's files, before any long work starts (DataError)."""
+        need_labels = False
+        for scene_id in self.scene_ids:
+            d = self.scene_dir(scene_id)
+            ply = d / f"{scene_id}{PLY_SUFFIX}"
+            counts, props, _ = read_ply_header(ply)
+            missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
+            if "vertex" not in counts:
+                raise DataError(ply, "ply header has no 'vertex' element")
+            if missing:
+                raise DataError(ply, _missing_props(missing, props))
+            meta_path = d / f"{scene_id}.txt"
+            meta = read_meta(meta_path)
+            parse_axis_alignment(meta, meta_path)
+            agg, segs = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
+            if agg.is_file() != segs.is_file():
+                present, absent = (agg, segs) if agg.is_file() else (segs, agg)
+                raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
+            need_labels |= agg.is_file()
+            self._check_frames(scene_id, meta, meta_path)
+        if need_labels and not self.labels_tsv.is_file():
+            raise DataError(
+                self.labels_tsv, "labels tsv not found; the aggregations' raw labels cannot be mapped"
+            )
+
+    def _check_frames(self, scene_id: str, meta: dict[str, str], meta_path: Path) -> None:
+        if self.frames == "exported":
+            fd = self.frames_dir(scene_id)
+            for sub in ("color", "depth", "pose"):
+                if not (fd / sub).is_dir():
+                    raise DataError(fd / sub, "exported frames folder not found (frames=exported)")
+            if not (fd / "intrinsic" / "intrinsic_depth.txt").is_file() and "fx_depth" not in meta:
+                raise DataError(
+                    fd / "intrinsic" / "intrinsic_depth.txt",
+                    f"not found, and {meta_path.name} has no fx_depth: no depth intrinsics for this scene",
+                )
+        elif self.frames == "sens":
+            raise ConfigError("dataset.frames", SENS_TODO)
+
+    # ------------------------------------------------------------------ loading
+    def load(self, scene_id: str) -> Scene:
+        """Read one scene: points, colours, alignment, GT instances and frames."""
+        d = self.scene_dir(scene_id)
+        notes: list[str] = []
+        points, colors = self._read_mesh(d / f"{scene_id}{PLY_SUFFIX}")
+        meta_path = d / f"{scene_id}.txt"
+        meta = read_meta(meta_path)
+        if not meta_path.is_file():
+            notes.append(f"no meta file {meta_path.name}")
+        align = parse_axis_alignment(meta, meta_path)
+        if align is None:
+            align = np.eye(4)
+            notes.append("no axisAlignment: identity")
+        instances = self._read_instances(d, scene_id, len(points))
+        frames, frame_notes = self._load_frames(scene_id, meta, meta_path)
+        scene = Scene(
+            scene_id=scene_id,
+            points=points,
+            colors=colors,
+            axis_align=align,
+            instances=instances,
+            frames=frames,
+            split=self.split,
+        )
+        for note in notes + frame_notes:
+            scene.warn(note)
+        scene.drop_non_finite_poses()
+        return scene
+
+    def _read_mesh(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3) float32 xyz and (N, 3) uint8 rgb of the mesh vertices, read column-wise."""
+        from plyfile import PlyData
+
+        if not path.is_file():
+            raise DataError(path, "mesh file not found")
+        try:
+            ply = PlyData.read(str(path))
+        except Exception as e:  # plyfile raises several types for corrupt files
+            raise DataError(path, f"unreadable ply: {e}") from None
+        if "vertex" not in ply:
+            raise DataError(path, "ply has no 'vertex' element")
+        data = ply["vertex"].data
+        names = data.dtype.names or ()
+        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in names]
+        if missing:
+            raise DataError(path, _missing_props(missing, names))
+        points = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
+        colors = np.stack([data["red"], data["green"], data["blue"]], axis=1)
+        if colors.dtype != np.uint8:
+            colors = np.clip(colors, 0, 255)
+        return points, colors.astype(np.uint8)
+
+    def _read_instances(self, d: Path, scene_id: str, num_points: int) -> list[Instance]:
+        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
+        if not agg_path.is_file() and not segs_path.is_file():
+            return []
+        for present, absent in ((agg_path, segs_path), (segs_path, agg_path)):
+            if present.is_file() and not absent.is_file():
+                raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
+        labels = self.labels()  # DataError when the tsv is missing, before parsing anything big
+        segs = self._read_json(segs_path)
+        if not isinstance(segs, dict) or "segIndices" not in segs:
+            raise DataError(segs_path, "no 'segIndices' list")
+        try:
+            seg = np.asarray(segs["segIndices"], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError(segs_path, "'segIndices' is not a list of integers") from None
+        if len(seg) != num_points:
+            raise DataError(
+                segs_path, f"segIndices has {len(seg)} entries but the mesh has {num_points} vertices"
+            )
+        agg = self._read_json(agg_path)
+        groups = agg.get("segGroups") if isinstance(agg, dict) else None
+        if not isinstance(groups, list):
+            raise DataError(agg_path, "no 'segGroups' list")
+        uniq, inverse = np.unique(seg, return_inverse=True)
+        instances: list[Instance] = []
+        for i, g in enumerate(groups):
+            try:
+                raw_label = str(g["label"])
+                object_id = int(g["objectId"])
+                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
+            except (KeyError, TypeError, ValueError):
+                raise DataError(
+                    agg_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
+                ) from None
+            pos = np.searchsorted(uniq, wanted)
+            found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == wanted)
+            if not found.all():
+                absent = wanted[~found]
+                raise DataError(
+                    agg_path,
+                    f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
+                    f"absent from {segs_path.name}: {_shown(absent.tolist())}",
+                )
+            member = np.zeros(len(uniq), dtype=bool)
+            member[pos] = True
+            point_ids = np.flatnonzero(member[inverse])
+            label = labels.category(raw_label)
+            instances.append(Instance(point_ids=point_ids, label=label, gt_object_id=object_id))
+        return instances
+
+    @staticmethod
+    def _read_json(path: Path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(path, f"not valid JSON: {e}") from None
+
+    # ------------------------------------------------------------------ frames
+    def _load_frames(
+        self, scene_id: str, meta: dict[str, str], meta_path: Path
+    ) -> tuple[list[Frame], list[str]]:
+        """The scene's frames (pose-finite or not) and notes about skipped ones."""
+        if self.frames == "none":
+            return [], []
+        elif self.frames == "sens":
+            raise ConfigError("dataset.frames", SENS_TODO)
+        return self._exported_frames(scene_id, meta, meta_path)
+
+    def _exported_frames(
+        self, scene_id: str, meta: dict[str, str], meta_path: Path
+    ) -> tuple[list[Frame], list[str]]:
+        from PIL import Image
+
+        fd = self.frames_dir(scene_id)
+        self._check_frames(scene_id, meta, meta_path)
+        notes: list[str] = []
+        numbered = {}
+        for p in (fd / "pose").iterdir():
+            k = _frame_number(p) if p.suffix == ".txt" else None
+            if k is not None:
+                numbered[k] = p
+        image_ext = (".jpg", ".jpeg", ".png")
+        colors = {_frame_number(p): p for p in (fd / "color").iterdir() if p.suffix.lower() in image_ext}
+        depths = {_frame_number(p): p for p in (fd / "depth").iterdir() if p.suffix.lower() == ".png"}
+        incomplete = sorted(k for k in numbered if k not in colors or k not in depths)
+        if incomplete:
+            notes.append(
+                f"skipped {len(incomplete)} frame(s) with a pose but no colour or depth image: "
+                f"{_shown(incomplete, 10)}"
+            )
+        ks = sorted(k for k in numbered if k in colors and k in depths)[:: self.frame_stride]
+        if self.max_frames is not None:
+            ks = ks[: self.max_frames]
+        if not ks:
+            notes.append(f"no exported frames in {fd}")
+            return [], notes
+        with Image.open(depths[ks[0]]) as im:  # header only
+            size = im.size
+        k_mat = self._intrinsics(scene_id, meta, meta_path, size, notes)
+        frames = []
+        for k in ks:
+            try:
+                pose = np.loadtxt(numbered[k], dtype=np.float64)
+            except ValueError as e:
+                raise DataError(numbered[k], f"pose is not a 4x4 matrix of numbers: {e}") from None
+            if pose.size != 16:
+                raise DataError(numbered[k], f"pose must hold 16 numbers (4x4), got {pose.size}")
+            frames.append(
+                Frame(
+                    index=k,
+                    pose=pose.reshape(4, 4),
+                    intrinsics=k_mat,
+                    image_size=size,
+                    depth_scale=DEPTH_SCALE,
+                    color_path=colors[k],
+                    depth_path=depths[k],
+                )
+            )
+        return frames, notes
+
+    def _intrinsics(
+        self, scene_id: str, meta: dict[str, str], meta_path: Path, size: tuple[int, int], notes: list[str]
+    ) -> np.ndarray:
+        """(3, 3) depth intrinsics of this scene rescaled to the depth images' ``size`` (width, height).
+
+        From ``intrinsic/intrinsic_depth.txt`` (4x4) when present, else from the meta's
+        ``fx_depth fy_depth mx_depth my_depth``; both refer to the meta's ``depthWidth`` x
+        ``depthHeight`` (the sensor's depth size), and are scaled by image size / that size.
+        """
+        path = self.frames_dir(scene_id) / "intrinsic" / "intrinsic_depth.txt"
+        if path.is_file():
+            try:
+                m = np.loadtxt(path, dtype=np.float64)
+            except ValueError as e:
+                raise DataError(path, f"not a matrix of numbers: {e}") from None
+            if m.shape not in ((4, 4), (3, 3)):
+                raise DataError(path, f"expected a 4x4 (or 3x3) matrix, got shape {m.shape}")
+            k = m[:3, :3].copy()
+            source = path
+        else:
+            try:
+                keys = ("fx_depth", "fy_depth", "mx_depth", "my_depth")
+                fx, fy, cx, cy = (float(meta[key]) for key in keys)
+            except KeyError as e:
+                raise DataError(meta_path, f"no {e.args[0]} and no {path}: no depth intrinsics") from None
+            except ValueError:
+                raise DataError(meta_path, "fx_depth / fy_depth / mx_depth / my_depth: not numbers") from None
+            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            source = meta_path
+        if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+            raise DataError(source, f"invalid intrinsics (fx {k[0, 0]}, fy {k[1, 1]})")
+        try:
+            ref = (int(float(meta["depthWidth"])), int(float(meta["depthHeight"])))
+        except (KeyError, ValueError):
+            notes.append(
+                f"no depthWidth/depthHeight in {meta_path.name}: "
+                f"intrinsics taken as given for {size[0]}x{size[1]}"
+            )
+            ref = size
+        if ref != size:
+            # pixel centres sit at integer coordinates (cx = 319.5 centres a 640 row), so a resize by s
+            # maps x to (x + 0.5) * s - 0.5
+            sx, sy = size[0] / ref[0], size[1] / ref[1]
+            k[0, 0] *= sx
+            k[1, 1] *= sy
+            k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
+            k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+        return k
