@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import traceback
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +37,7 @@ def featurize(cfg: DictConfig) -> dict:
     from featurizer.writer import OutputNames, ShardWriter, StageStore, stage_hashes
 
     started = time.time()
+    logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -90,6 +93,8 @@ def main(cfg: DictConfig) -> dict | None:
             logger.log_summary(summary, metrics, records)
         return summary
     except Exception as exc:
+        if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, FeaturizerError):
+            exc = exc.__cause__  # a part's constructor refused its input: show that one clear message
         if multirun:  # one failing job is recorded in its own folder and the sweep goes on
             failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}}

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 
+GROUPS = ("experiment", "dataset", "segmenter", "encoder3d", "encoder2d", "fusion", "trainer")
+
+
 def _reasons(counts: dict | None) -> str:
     if not counts:
         return "none"
@@ -15,13 +18,14 @@ def _reasons(counts: dict | None) -> str:
 def format_summary(summary: dict, output_dir: Path) -> str:
     """A short, human-readable account of one run."""
     t = summary.get("timings", {})
+    choices = summary.get("choices", {})
     computed = summary.get("computed_scenes", {})
     reused = summary.get("reused_scenes", {})
     lines = [
         "",
         "featurizer run summary",
         "----------------------",
-        f"choices        {' '.join(f'{k}={v}' for k, v in summary.get('choices', {}).items() if v)}",
+        f"choices        {' '.join(f'{k}={choices[k]}' for k in GROUPS if choices.get(k))}",
         f"scenes         {summary['scenes']}  (computed now: "
         + ", ".join(f"{s} {computed.get(s, 0)}" for s in computed)
         + "; reused from cache: " + ", ".join(f"{s} {reused.get(s, 0)}" for s in reused) + ")",
@@ -42,15 +46,15 @@ def format_summary(summary: dict, output_dir: Path) -> str:
     lines.append(f"output         {output_dir}")
     for role in ("feats3d", "feats2d", "attributes", "gt_attributes"):
         if files.get(role):
-            lines.append(f"  {role:<13}{files[role]}")
-    lines.append(f"  {'records':<13}records.json (why each missing key is missing)")
+            lines.append(f"  {role:<14}{files[role]}")
+    lines.append(f"  {'records':<14}records.json (why each missing key is missing)")
     if summary.get("metrics"):
         m = summary["metrics"]
         shown = [f"{k} {m[k]:.3f}" for k in ("knn_3d", "knn_2d", "knn_concat") if m.get(k) is not None]
         if shown:
             lines.append("probe          " + ", ".join(shown) + "  (metrics.json)")
     for pic in summary.get("pictures", []):
-        lines.append(f"  picture      {pic}")
+        lines.append(f"  {'picture':<14}{pic}")
     notes = summary.get("notes") or {}
     if notes:
         lines.append(f"data notes     {sum(len(n) for n in notes.values())} in {len(notes)} scene(s) (summary.json)")
