@@ -1,0 +1,10 @@
+"""Fusion strategies: per-view region pooling of patch tokens and view weighting (one module each).
+
+- ``paper.PaperFusion``: Chat-Scene's reference, bit for bit (box of the hull, hull-area weights).
+- ``mean.MeanFusion``: box pooling with the correct patch geometry, equal view weights.
+- ``mask_pool.MaskPool``: tokens weighted by the instance's projected points (the default).
+- ``topk_views.TopKViews``: mask pooling over the k views that see the most points.
+- ``crop_encode.CropEncode``: global embeddings of multi-scale crops in the k best views.
+
+All consume the same depth-tested mapping (``featurizer.geometry``) through ``base.ViewBatch``.
+"""

@@ -1,0 +1,150 @@
+"""Encode crops of the instance in its k best views (OpenMask3D / MaskClustering).
+
+First pass (mapping only, no patch tokens): per instance, the running top ``k`` views by number of
+visible points (ties: the earlier frame; at least ``min_points``) and the box of the visible pixels
+in each. Second pass: only the frames chosen by some instance are read again; in each chosen view
+the box is cropped at ``levels`` scales, level ``l`` widened by ``int(side * expansion) * l`` pixels
+on each side and clipped to the image (OpenMask3D's ``mask2box_multi_level``), padded to a square
+(centred, ``pad_value``), encoded with ``encoder2d.embed`` in batches of ``embed_batch`` and the
+embeddings of all crops of all chosen views are averaged.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from featurizer.errors import ConfigError
+from featurizer.fusion.base import Fusion, ViewBatch
+from featurizer.fusion.topk_views import _POS_BITS, merge_topk, ranking_key
+
+
+def crop_boxes(box: tuple[int, int, int, int], levels: int, expansion: float,
+               image_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Multi-level crop boxes ``(x0, y0, x1, y1)`` (half-open) of a pixel box ``(u0, v0, u1, v1)``
+    (inclusive) in a frame of ``image_size = (W, H)``."""
+    width, height = image_size
+    x0, y0, x1, y1 = int(box[0]), int(box[1]), int(box[2]) + 1, int(box[3]) + 1
+    out = []
+    for level in range(levels):
+        ex = int((x1 - x0) * expansion) * level
+        ey = int((y1 - y0) * expansion) * level
+        out.append((max(0, x0 - ex), max(0, y0 - ey), min(width, x1 + ex), min(height, y1 + ey)))
+    return out
+
+
+def pad_square(image: np.ndarray, value: int = 0) -> np.ndarray:
+    """(h, w, 3) -> (s, s, 3) with s = max(h, w), the image centred, the rest ``value``."""
+    h, w = image.shape[:2]
+    side = max(h, w)
+    out = np.full((side, side, image.shape[2]), value, dtype=image.dtype)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = image
+    return out
+
+
+class CropEncode(Fusion):
+    """Average of the global embeddings of multi-scale square crops of the instance in its k best views."""
+
+    name = "crop_encode"
+    requires_tokens = False
+
+    def __init__(self, k: int = 5, levels: int = 3, expansion: float = 0.1, pad_value: int = 0,
+                 embed_batch: int = 32, depth_mode: str = "absolute", depth_tol: float = 0.1,
+                 border: int = 10, min_points: int = 3):
+        super().__init__(depth_mode=depth_mode, depth_tol=depth_tol, border=border, min_points=min_points)
+        for option, value, lo in (("k", k, 1), ("levels", levels, 1), ("embed_batch", embed_batch, 1)):
+            if int(value) != value or value < lo:
+                raise ConfigError(f"fusion.{option}", f"must be an integer >= {lo}, got {value!r}")
+        if not 0 <= expansion < 10:
+            raise ConfigError("fusion.expansion", f"must be in [0, 10), got {expansion!r}")
+        self.k, self.levels, self.expansion = int(k), int(levels), float(expansion)
+        self.pad_value, self.embed_batch = int(pad_value), int(embed_batch)
+
+    def _start(self) -> None:
+        n, k = self.num_instances, self.k
+        self.best_key = torch.full((n, k), -1, dtype=torch.int64, device=self.device)
+        self.best_box = torch.zeros(n, k, 4, dtype=torch.int64, device=self.device)
+        self.image_sizes: dict[int, tuple[int, int]] = {}
+
+    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+        bsz = batch.size
+        n_groups = self.num_instances * bsz
+        group = batch.inst * bsz + batch.b
+        big = torch.iinfo(torch.int64).max
+        box = torch.empty(n_groups, 4, dtype=torch.int64, device=group.device)  # u0, v0, u1, v1
+        box[:, :2] = big
+        box[:, 2:] = -big
+        box[:, 0].scatter_reduce_(0, group, batch.u, "amin")
+        box[:, 1].scatter_reduce_(0, group, batch.v, "amin")
+        box[:, 2].scatter_reduce_(0, group, batch.u, "amax")
+        box[:, 3].scatter_reduce_(0, group, batch.v, "amax")
+        key = ranking_key(counts, batch.frames, self.min_points)
+        self.best_key, self.best_box = merge_topk(self.best_key, key, self.k,
+                                                  (self.best_box, box.view(self.num_instances, bsz, 4)))
+        for f in batch.frames:
+            self.image_sizes[f] = batch.image_size
+        if self.trace:
+            for i, bb, s in self.traced_pairs(batch):
+                self.traces[i].append({"frame": batch.frames[bb], "u": batch.u[s].cpu().numpy(),
+                                       "v": batch.v[s].cpu().numpy(), "kept": False, "weight": 0.0,
+                                       "pooled_rects": np.zeros((0, 4)), "note": f"{int(counts[i, bb])} points"})
+
+    def _finish(self, read_frames=None):
+        ok = (self.best_key >= 0).cpu()
+        pos = ((1 << _POS_BITS) - 1 - (self.best_key & ((1 << _POS_BITS) - 1))).cpu()
+        boxes = self.best_box.cpu()
+        wanted: dict[int, list[tuple[int, tuple]]] = {}
+        for i, slot in torch.nonzero(ok).tolist():
+            wanted.setdefault(int(pos[i, slot]), []).append((i, tuple(boxes[i, slot].tolist())))
+        views = ok.sum(1)
+        sums: torch.Tensor | None = None
+        n_crops = torch.zeros(self.num_instances, dtype=torch.int64)
+        pending: list[np.ndarray] = []
+        owners: list[int] = []
+        encode_s = 0.0
+
+        def flush():
+            nonlocal sums, encode_s
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                emb = self.encoder2d.embed(list(pending)).float().cpu()
+            encode_s += time.perf_counter() - t0
+            if sums is None:
+                sums = torch.zeros(self.num_instances, emb.shape[1], dtype=torch.float64)
+            idx = torch.as_tensor(owners, dtype=torch.int64)
+            sums.index_add_(0, idx, emb.to(torch.float64))
+            n_crops.index_add_(0, idx, torch.ones_like(idx))
+            pending.clear()
+            owners.clear()
+
+        if wanted:
+            if read_frames is None:
+                raise RuntimeError("crop_encode needs the frames again: pass read_frames to finish()")
+            for positions, colors in read_frames(sorted(wanted)):
+                colors = colors.cpu().numpy()
+                for j, f in enumerate(positions):
+                    size = (colors.shape[2], colors.shape[1])
+                    for i, box in wanted.get(f, []):
+                        rects = crop_boxes(box, self.levels, self.expansion, size)
+                        for x0, y0, x1, y1 in rects:
+                            pending.append(pad_square(colors[j, y0:y1, x0:x1], self.pad_value))
+                            owners.append(i)
+                        if i in self.traces:
+                            for view in self.traces[i]:
+                                if view["frame"] == f:
+                                    view.update(kept=True, weight=1.0, pooled_rects=np.asarray(rects, float),
+                                                note=f"{len(rects)} crops")
+                        if len(pending) >= self.embed_batch:
+                            flush()
+            flush()
+        self.timings["encode"] = self.timings.get("encode", 0.0) + encode_s
+        has = n_crops > 0
+        dim = 0 if sums is None else sums.shape[1]
+        feats = (sums if sums is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64))
+        feats = feats / n_crops.clamp(min=1).to(torch.float64)[:, None]
+        return feats, has, views, {}

@@ -1,0 +1,79 @@
+"""Box pooling with the correct patch geometry and equal view weights.
+
+Per instance and frame with at least ``min_points`` visible points: the visible pixels are mapped
+to the patches that encode them through the encoder's exact resize/crop (``pixel_to_patch``;
+pixels the crop drops are ignored); the view feature is the mean of the tokens in the patch box
+``[min row .. max row] x [min col .. max col]`` of those patches; the instance feature is the plain
+mean of its view features. This is the ``paper`` pooling with defect 1 (DESIGN.md section 6) fixed
+and the hull-area weights and cut removed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from featurizer.fusion.base import Fusion, ViewBatch
+from featurizer.geometry import box_sums, cell_rects
+
+
+class MeanFusion(Fusion):
+    """Mean of the tokens in the patch box of the instance's visible pixels, views weighted equally."""
+
+    name = "mean"
+
+    def _start(self) -> None:
+        self.acc: torch.Tensor | None = None
+        self.views = torch.zeros(self.num_instances, dtype=torch.int64, device=self.device)
+
+    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+        tokens = batch.tokens
+        bsz, rows, cols, dim = tokens.shape
+        n_groups = self.num_instances * bsz
+        if self.acc is None:
+            self.acc = torch.zeros(self.num_instances, dim, dtype=torch.float64, device=self.device)
+        cand = (counts >= self.min_points).reshape(-1)
+        pr, pc, valid = self.patch_pairs(batch)
+        group = batch.inst * bsz + batch.b
+        sel = cand[group] & valid
+        g, pr, pc = group[sel], pr[sel], pc[sel]
+        big = torch.iinfo(torch.int64).max
+        box = torch.empty(n_groups, 4, dtype=torch.int64, device=g.device)
+        box[:, 0::2] = big
+        box[:, 1::2] = -big
+        box[:, 0].scatter_reduce_(0, g, pr, "amin")
+        box[:, 1].scatter_reduce_(0, g, pr, "amax")
+        box[:, 2].scatter_reduce_(0, g, pc, "amin")
+        box[:, 3].scatter_reduce_(0, g, pc, "amax")
+        gk = torch.unique(g)
+        r0, r1, c0, c1 = box[gk].unbind(1)
+        sums = box_sums(tokens, gk % bsz, r0, r1 + 1, c0, c1 + 1)
+        feat = sums / ((r1 - r0 + 1) * (c1 - c0 + 1)).to(torch.float64)[:, None]
+        inst = gk // bsz
+        self.acc.index_add_(0, inst, feat)
+        self.views.index_add_(0, inst, torch.ones_like(inst))
+        if self.trace:
+            kept = torch.zeros(n_groups, dtype=torch.bool, device=g.device)
+            kept[gk] = True
+            grid = (rows, cols)
+            region = self.encoder2d.encoded_region(batch.image_size)
+            for i, bb, s in self.traced_pairs(batch):
+                gi = i * bsz + bb
+                rect = np.zeros((0, 4))
+                if bool(kept[gi]):
+                    a, b_, c, d = box[gi].tolist()
+                    rr, cc = np.meshgrid(np.arange(a, b_ + 1), np.arange(c, d + 1), indexing="ij")
+                    rect = cell_rects(region, grid, rr.ravel(), cc.ravel())
+                self.traces[i].append({
+                    "frame": batch.frames[bb], "u": batch.u[s].cpu().numpy(), "v": batch.v[s].cpu().numpy(),
+                    "kept": bool(kept[gi]), "weight": 1.0 if bool(kept[gi]) else 0.0, "pooled_rects": rect,
+                    "note": "patch box" if bool(kept[gi]) else "not kept",
+                })
+
+    def _finish(self, read_frames=None):
+        has = self.views > 0
+        dim = 0 if self.acc is None else self.acc.shape[1]
+        acc = self.acc if self.acc is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64)
+        feats = acc / self.views.clamp(min=1).to(torch.float64)[:, None]
+        reasons = {i: "no visible point inside the encoded region" for i in range(self.num_instances)}
+        return feats, has, self.views, reasons

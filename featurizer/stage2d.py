@@ -1,0 +1,157 @@
+"""The 2D stage: frames -> patch tokens + depth-tested point -> pixel mapping -> fusion, streamed.
+
+Frames are decoded in a torch DataLoader (``num_workers`` workers) in batches of up to
+``frame_batch`` consecutive frames of one image size. Each batch is encoded (when the strategy
+needs patch tokens), mapped (only the points that belong to some instance are projected, in raw
+coordinates), turned into visible (instance, pixel) pairs through a point -> instance CSR index,
+handed to the fusion strategy, and dropped: memory is bounded by one batch plus the strategy's
+per-instance accumulators. ``crop_encode`` reads the frames it chose a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from featurizer.errors import DataError
+from featurizer.fusion.base import Fusion, PointInstanceIndex, ViewBatch
+from featurizer.geometry import VoxelCuller, project_points
+from featurizer.scene import Scene
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage2DResult:
+    """features: instance index -> (D2,) float32 CPU, only instances that got a feature.
+    records: every instance index -> {"views": int, "visible_points": int, "reason": None | str}.
+    timings: seconds spent in decode, encode, map, fuse."""
+
+    features: dict[int, torch.Tensor]
+    records: dict[int, dict]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Frames(torch.utils.data.Dataset):
+    """Reads frames by position in ``scene.frames``: (position, colour (H, W, 3) uint8, depth (H, W) float32)."""
+
+    def __init__(self, frames: list, with_depth: bool = True):
+        self.frames = frames
+        self.with_depth = with_depth
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, pos: int):
+        frame = self.frames[pos]
+        color, depth = frame.read()
+        width, height = frame.image_size
+        where = frame.color_path or f"frame {frame.index}"
+        if color.shape[:2] != (height, width) or depth.shape != (height, width):
+            raise DataError(where, f"colour {color.shape[:2]} / depth {depth.shape} do not match the frame's "
+                                   f"image size (H, W) = {(height, width)}")
+        depth_t = torch.from_numpy(np.array(depth, dtype=np.float32)) if self.with_depth else None
+        return pos, torch.from_numpy(np.array(color, dtype=np.uint8)), depth_t  # copies: arrays may be read-only
+
+
+def _collate(items):
+    positions = [it[0] for it in items]
+    colors = torch.stack([it[1] for it in items])
+    depths = torch.stack([it[2] for it in items]) if items[0][2] is not None else None
+    return positions, colors, depths
+
+
+def _batches(frames: list, positions: list[int], frame_batch: int) -> list[list[int]]:
+    """Consecutive runs of at most ``frame_batch`` positions whose frames share one image size."""
+    out: list[list[int]] = []
+    for pos in positions:
+        if out and len(out[-1]) < frame_batch and frames[out[-1][-1]].image_size == frames[pos].image_size:
+            out[-1].append(pos)
+        else:
+            out.append([pos])
+    return out
+
+
+def _loader(frames: list, positions: list[int], frame_batch: int, num_workers: int, with_depth: bool = True):
+    return torch.utils.data.DataLoader(
+        _Frames(frames, with_depth), batch_sampler=_batches(frames, positions, frame_batch),
+        num_workers=num_workers, collate_fn=_collate, pin_memory=False,
+        persistent_workers=False)
+
+
+def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.device = "cpu",
+           num_workers: int = 0, frame_batch: int = 8, progress: bool = False) -> Stage2DResult:
+    """Per-instance 2D features of ``scene`` with ``encoder2d`` (a PatchEncoder) and a fusion strategy.
+
+    Uses ``scene.points`` (raw coordinates) and ``scene.frames``; frames with a non-finite pose are
+    skipped with a warning. Returns features (D2,) float32 CPU of the instances that got one, a
+    record for every instance and the time spent decoding, encoding, mapping and fusing.
+    """
+    device = torch.device(device)
+    timings = {"decode": 0.0, "encode": 0.0, "map": 0.0, "fuse": 0.0}
+    index = PointInstanceIndex.from_scene(scene)
+    fusion.start(len(scene.instances), encoder2d, device, instance_sizes=index.sizes)
+    frames = scene.frames
+    positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
+    if len(positions) < len(frames):
+        warnings.warn(f"{scene.scene_id}: skipping {len(frames) - len(positions)} frame(s) with a non-finite pose",
+                      stacklevel=2)
+    if not scene.instances or not positions or len(index.points) == 0:
+        features, records = fusion.finish(None)
+        return Stage2DResult(features, records, timings)
+
+    index.to(device)
+    points = torch.from_numpy(scene.points[index.points.cpu().numpy()]).to(device)
+    culler = VoxelCuller(points)
+    opts = fusion.mapping_options
+    batches = _batches(frames, positions, frame_batch)
+    loader = _loader(frames, positions, frame_batch, num_workers)
+    t_wait = time.perf_counter()
+    for n_batch, (pos, colors, depths) in enumerate(loader):
+        timings["decode"] += time.perf_counter() - t_wait
+        t0 = time.perf_counter()
+        tokens = None
+        if fusion.requires_tokens:
+            with torch.inference_mode():
+                tokens = encoder2d.patch_tokens(colors.to(device, non_blocking=True)).float()
+        t1 = time.perf_counter()
+        timings["encode"] += t1 - t0
+        poses = np.stack([frames[p].pose for p in pos])
+        intr = np.stack([frames[p].intrinsics for p in pos])
+        # conservative frustum culling by voxels, then the exact mapping of the remaining points
+        depths = depths.to(device)
+        cand = culler.candidates(poses, intr, frames[pos[0]].image_size, opts["border"], depths,
+                                 opts["depth_mode"], opts["depth_tol"])
+        mapping = project_points(points, poses, intr, depths, **opts, candidates=cand)
+        rep, inst = index.expand(mapping.point_ids)
+        b = mapping.frame_index()[rep]
+        batch = ViewBatch(frames=list(pos), image_size=frames[pos[0]].image_size, inst=inst, b=b,
+                          u=mapping.u[rep], v=mapping.v[rep], tokens=tokens)
+        t2 = time.perf_counter()
+        timings["map"] += t2 - t1
+        fusion.add(batch)
+        timings["fuse"] += time.perf_counter() - t2
+        if progress:
+            log.info("%s: 2D batch %d/%d (%d frames)", scene.scene_id, n_batch + 1, len(batches), len(pos))
+        del tokens, mapping, batch, colors, depths
+        t_wait = time.perf_counter()
+
+    def read_frames(wanted: list[int]):
+        """Second pass over some frames (crop_encode): (positions, colour (B, H, W, 3) uint8)."""
+        t = time.perf_counter()
+        for pos, colors, _ in _loader(frames, wanted, frame_batch, num_workers, with_depth=False):
+            timings["decode"] += time.perf_counter() - t
+            yield pos, colors
+            t = time.perf_counter()
+
+    t3, decode0 = time.perf_counter(), timings["decode"]
+    features, records = fusion.finish(read_frames)
+    extra_encode = fusion.timings.get("encode", 0.0)
+    timings["encode"] += extra_encode
+    timings["fuse"] += time.perf_counter() - t3 - extra_encode - (timings["decode"] - decode0)
+    return Stage2DResult(features, records, timings)

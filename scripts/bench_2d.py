@@ -1,0 +1,261 @@
+"""Benchmark of the 2D stage's mapping + pooling + fusion against the reference-style implementation.
+
+    python scripts/bench_2d.py [--points 150000] [--instances 100] [--frames 150] [--dim 1024]
+
+A synthetic room of ``instances`` boxes (``points`` surface points), ``frames`` 640x480 RGB-D frames
+rendered with the z-buffer rasteriser (depth consistent with the points, occlusions included) and
+fixed random 16x16 patch tokens (the encoder is excluded). Both sides run the ``paper`` algorithm
+(DESIGN.md section 5) on the same inputs:
+
+- reference: what Chat-Scene does: per frame a numpy projection of every point, then per (instance,
+  frame) a Python set intersection, a convex hull (scipy's ConvexHull, as the reference, when scipy
+  is installed; otherwise a Python monotone chain) and a numpy slice mean;
+- featurizer: ``featurizer.stage2d.run_2d`` with ``PaperFusion`` (its map + fuse time).
+
+Prints a Markdown table with both times, the speed-up and the max abs difference of the features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from featurizer.dataset.render import render_mesh  # noqa: E402
+from featurizer.encoder2d.base import PatchEncoder  # noqa: E402
+from featurizer.fusion.paper import PaperFusion  # noqa: E402
+from featurizer.scene import Frame, Instance, Scene  # noqa: E402
+from featurizer.stage2d import run_2d  # noqa: E402
+
+WIDTH, HEIGHT = 640, 480
+
+
+class FixedTokens(PatchEncoder):
+    """Returns precomputed (F, 16, 16, D) tokens for the frames in the order they are encoded."""
+
+    name = "fixed"
+
+    def __init__(self, tokens: torch.Tensor):
+        super().__init__()
+        self.tokens, self.next = tokens, 0
+        self.dim = tokens.shape[-1]
+
+    def grid_shape(self, image_size):
+        return tuple(self.tokens.shape[1:3])
+
+    def patch_tokens(self, images):
+        out = self.tokens[self.next:self.next + len(images)]
+        self.next += len(images)
+        return out
+
+
+class MemoryFrame:
+    def __init__(self, color, depth):
+        self.color, self.depth = color, depth
+
+    def __call__(self, frame):
+        return self.color, self.depth
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
+    z = target - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, np.cross(z, x), z, eye
+    return pose
+
+
+def box_mesh(lo, hi):
+    v = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    return v, np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])
+
+
+def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: float = 3.5) -> Scene:
+    rng = np.random.default_rng(seed)
+    per = n_points // n_inst
+    verts, faces, vcols, points, instances = [], [], [], [], []
+    for i in range(n_inst):
+        size = rng.uniform(0.2, 1.4, 3)
+        lo = np.append(rng.uniform(-room, room - size[:2]), rng.choice([0.0, 0.0, 0.7]))
+        hi = lo + size
+        v, f = box_mesh(lo, hi)
+        faces.append(f + 8 * i)
+        verts.append(v)
+        vcols.append(np.tile(rng.integers(30, 255, 3), (8, 1)))
+        p = rng.uniform(lo, hi, size=(per, 3))
+        axis, side = rng.integers(0, 3, per), rng.integers(0, 2, per)
+        p[np.arange(per), axis] = np.where(side == 1, hi[axis], lo[axis])
+        instances.append(Instance(np.arange(i * per, (i + 1) * per), f"box{i}"))
+        points.append(p)
+    verts, faces, vcols = np.concatenate(verts), np.concatenate(faces), np.concatenate(vcols)
+    k = np.array([[577.9, 0, 319.5], [0, 577.9, 239.5], [0, 0, 1]])
+    frames = []
+    for j in range(n_frames):
+        # a scan trajectory: the camera walks around the room near the walls, looking inwards
+        a = 2 * np.pi * j / n_frames
+        eye = np.array([1.1 * room * np.cos(a), 1.1 * room * np.sin(a), 1.5 + 0.3 * np.sin(5 * a)])
+        pose = look_at(eye, np.append(rng.uniform(-room / 2, room / 2, 2), 0.4))
+        color, depth = render_mesh(verts, faces, vcols, pose, k, WIDTH, HEIGHT)
+        frames.append(Frame(j, pose, k, (WIDTH, HEIGHT), source=MemoryFrame(color, depth)))
+    points = np.concatenate(points)
+    return Scene("scene_bench", points, np.zeros_like(points, dtype=np.uint8), instances=instances, frames=frames)
+
+
+def _monotone_area(pts: np.ndarray) -> tuple[float, np.ndarray]:
+    p = sorted(set(map(tuple, pts.tolist())))
+    if len(p) < 3:
+        return 0.0, np.asarray(p)
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower, upper = [], []
+    for q in p:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
+            lower.pop()
+        lower.append(q)
+    for q in reversed(p):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
+            upper.pop()
+        upper.append(q)
+    hull = np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)
+    x, y = hull[:, 0], hull[:, 1]
+    return abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0, hull
+
+
+def reference(scene: Scene, depths: list[np.ndarray], tokens: np.ndarray, use_scipy: bool,
+              literal: bool = True) -> dict[int, np.ndarray]:
+    """Chat-Scene's 2D fusion the way the reference code runs it: per frame a numpy projection, per
+    (instance, frame) a Python set intersection of the instance's ids with the frame's visible ids
+    (``literal``: both sets built for every pair, as a straightforward loop does; otherwise the
+    sets are built once, a tuned variant), a convex hull and a slice mean."""
+    if use_scipy:
+        from scipy.spatial import ConvexHull
+        from scipy.spatial import QhullError
+
+    n = len(scene.points)
+    homo = np.c_[scene.points.astype(np.float64), np.ones(n)]
+    inst_sets = [set(inst.point_ids.tolist()) for inst in scene.instances]
+    acc = [None] * len(scene.instances)
+    total = [0.0] * len(scene.instances)
+    for f, frame in enumerate(scene.frames):
+        depth = depths[f]
+        cam = homo @ np.linalg.inv(frame.pose).T
+        x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
+        k = frame.intrinsics
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.round(k[0, 0] * x / z + k[0, 2])
+            v = np.round(k[1, 1] * y / z + k[1, 2])
+        ok = (z > 0) & (u >= 10) & (u < WIDTH - 10) & (v >= 10) & (v < HEIGHT - 10)
+        ids = np.flatnonzero(ok)
+        d = depth[v[ids].astype(int), u[ids].astype(int)].astype(np.float64)
+        ids = ids[np.abs(d - z[ids]) <= 0.25 * d]
+        visible = None if literal else set(ids.tolist())
+        for i, inst in enumerate(inst_sets):
+            if literal:
+                common = set(scene.instances[i].point_ids.tolist()) & set(ids.tolist())
+            else:
+                common = inst & visible
+            if len(common) < 3:
+                continue
+            sel = np.fromiter(common, dtype=np.int64)
+            pix = np.stack([v[sel], u[sel]], 1)
+            if use_scipy:
+                try:
+                    hull = ConvexHull(pix)
+                except QhullError:
+                    continue
+                area, verts = hull.volume, pix[hull.vertices]
+            else:
+                area, verts = _monotone_area(pix)
+            if area < (HEIGHT // 16) * (WIDTH // 16):
+                continue
+            r0, r1 = int(verts[:, 0].min()), int(verts[:, 0].max())
+            c0, c1 = int(verts[:, 1].min()), int(verts[:, 1].max())
+            feat = tokens[f, r0 // 30: math.ceil(r1 / 30), c0 // 40: math.ceil(c1 / 40)].reshape(-1, tokens.shape[-1])
+            feat = feat.mean(0)
+            acc[i] = area * feat if acc[i] is None else acc[i] + area * feat
+            total[i] += area
+    return {i: acc[i] / total[i] for i in range(len(acc)) if acc[i] is not None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", type=int, default=150_000)
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--frame-batch", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="featurizer runs (the best is reported)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--no-scipy", action="store_true", help="reference hull in Python even if scipy is installed")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    scene = make_scene(args.points, args.instances, args.frames)
+    depths = [f.read()[1] for f in scene.frames]
+    tokens = torch.from_numpy(np.random.default_rng(1).normal(size=(args.frames, 16, 16, args.dim)).astype(np.float32))
+    print(f"built the scene in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+    best, result = math.inf, None
+    for _ in range(args.repeat):
+        enc = FixedTokens(tokens)
+        res = run_2d(scene, enc, PaperFusion(), frame_batch=args.frame_batch)
+        t = res.timings["map"] + res.timings["fuse"]
+        if t < best:
+            best, result = t, res
+
+    try:
+        import scipy  # noqa: F401
+
+        use_scipy = not args.no_scipy
+    except ImportError:
+        use_scipy = False
+    t0 = time.perf_counter()
+    tuned = reference(scene, depths, tokens.numpy(), use_scipy, literal=False)
+    t_tuned = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    want = reference(scene, depths, tokens.numpy(), use_scipy, literal=True)
+    t_ref = time.perf_counter() - t0
+    assert sorted(tuned) == sorted(want)
+
+    same_keys = sorted(want) == sorted(result.features)
+    diff = max((float(np.abs(result.features[i].numpy() - want[i]).max()) for i in want if i in result.features),
+               default=float("nan"))
+    vis = sum(r["visible_points"] for r in result.records.values())
+    views = sum(r["views"] for r in result.records.values())
+    print(f"\nmachine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}")
+    print(f"scene: {len(scene.points)} points, {len(scene.instances)} instances, {len(scene.frames)} frames "
+          f"{WIDTH}x{HEIGHT}, D={args.dim}; {vis / len(scene.frames):.0f} visible instance points per frame "
+          f"({vis / (len(scene.frames) * len(scene.points)):.1%} of the points); {views} kept views; "
+          f"{len(want)} instances with a feature")
+    print(f"reference hull: {'scipy ConvexHull' if use_scipy else 'Python monotone chain'}\n")
+    print("| implementation | map + pool + fuse (s) | speed-up |")
+    print("|---|---:|---:|")
+    print(f"| reference (numpy projection per frame, Python sets built per instance x frame) | {t_ref:.2f} | 1.0x |")
+    print(f"| tuned reference (the same, instance sets built once, frame set once per frame) | {t_tuned:.2f} | "
+          f"{t_ref / t_tuned:.1f}x |")
+    print(f"| featurizer (run_2d + PaperFusion, CPU, {torch.get_num_threads()} threads) | {best:.3f} | "
+          f"{t_ref / best:.0f}x (vs tuned: {t_tuned / best:.1f}x) |")
+    print(f"\nsame instances with a feature: {same_keys}; max abs diff of the features: {diff:.2e}")
+    print(f"featurizer timings (s): " + ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
+
+
+if __name__ == "__main__":
+    main()
