@@ -139,4 +139,8 @@ class FeaturizerModule(L.LightningModule):
                    for i, rec in result.records.items()}
         timings = {f"{k}_2d": float(v) for k, v in result.timings.items()}
         timings["total_2d"] = time.perf_counter() - t0
-        return {"feats": feats, "records": records, "timings": timings}
+        from featurizer.dataset.frames import describe_skipped
+
+        note = describe_skipped(result.skipped_frames)
+        return {"feats": feats, "records": records, "timings": timings, "notes": [note] if note else [],
+                "skipped_frames": {int(k): v for k, v in result.skipped_frames.items()}}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from featurizer.errors import DataError
+from featurizer.dataset.frames import describe_skipped, read_frame_checked
 from featurizer.fusion.base import Fusion, PointInstanceIndex, ViewBatch
 from featurizer.geometry import VoxelCuller, project_points
 from featurizer.scene import Scene
@@ -35,6 +35,7 @@ class Stage2DResult:
     features: dict[int, torch.Tensor]
     records: dict[int, dict]
     timings: dict[str, float] = field(default_factory=dict)
+    skipped_frames: dict[int, str] = field(default_factory=dict)  # frame index -> why it was not used
 
 
 class _Frames(torch.utils.data.Dataset):
@@ -48,22 +49,22 @@ class _Frames(torch.utils.data.Dataset):
         return len(self.frames)
 
     def __getitem__(self, pos: int):
-        frame = self.frames[pos]
-        color, depth = frame.read()
-        width, height = frame.image_size
-        where = frame.color_path or f"frame {frame.index}"
-        if color.shape[:2] != (height, width) or depth.shape != (height, width):
-            raise DataError(where, f"colour {color.shape[:2]} / depth {depth.shape} do not match the frame's "
-                                   f"image size (H, W) = {(height, width)}")
+        """(pos, colour, depth, None) or, for a frame that cannot be used, (pos, None, None, reason)."""
+        color, depth, reason = read_frame_checked(self.frames[pos])
+        if reason is not None:
+            return pos, None, None, reason
         depth_t = torch.from_numpy(np.array(depth, dtype=np.float32)) if self.with_depth else None
-        return pos, torch.from_numpy(np.array(color, dtype=np.uint8)), depth_t  # copies: arrays may be read-only
+        return pos, torch.from_numpy(np.array(color, dtype=np.uint8)), depth_t, None  # copies: may be read-only
 
 
 def _collate(items):
-    positions = [it[0] for it in items]
-    colors = torch.stack([it[1] for it in items])
-    depths = torch.stack([it[2] for it in items]) if items[0][2] is not None else None
-    return positions, colors, depths
+    """Stacks the usable frames; the others travel back as {position: reason} (workers' warnings do not)."""
+    skipped = {it[0]: it[3] for it in items if it[3] is not None}
+    good = [it for it in items if it[3] is None]
+    positions = [it[0] for it in good]
+    colors = torch.stack([it[1] for it in good]) if good else None
+    depths = torch.stack([it[2] for it in good]) if good and good[0][2] is not None else None
+    return positions, colors, depths, skipped
 
 
 def _batches(frames: list, positions: list[int], frame_batch: int) -> list[list[int]]:
@@ -112,8 +113,13 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     batches = _batches(frames, positions, frame_batch)
     loader = _loader(frames, positions, frame_batch, num_workers)
     t_wait = time.perf_counter()
-    for n_batch, (pos, colors, depths) in enumerate(loader):
+    skipped: dict[int, str] = {}
+    for n_batch, (pos, colors, depths, bad) in enumerate(loader):
         timings["decode"] += time.perf_counter() - t_wait
+        skipped.update({frames[p].index: reason for p, reason in bad.items()})
+        if not pos:
+            t_wait = time.perf_counter()
+            continue
         t0 = time.perf_counter()
         tokens = None
         if fusion.requires_tokens:
@@ -144,9 +150,10 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     def read_frames(wanted: list[int]):
         """Second pass over some frames (crop_encode): (positions, colour (B, H, W, 3) uint8)."""
         t = time.perf_counter()
-        for pos, colors, _ in _loader(frames, wanted, frame_batch, num_workers, with_depth=False):
+        for pos, colors, _, _ in _loader(frames, wanted, frame_batch, num_workers, with_depth=False):
             timings["decode"] += time.perf_counter() - t
-            yield pos, colors
+            if pos:
+                yield pos, colors
             t = time.perf_counter()
 
     t3, decode0 = time.perf_counter(), timings["decode"]
@@ -154,4 +161,7 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     extra_encode = fusion.timings.get("encode", 0.0)
     timings["encode"] += extra_encode
     timings["fuse"] += time.perf_counter() - t3 - extra_encode - (timings["decode"] - decode0)
-    return Stage2DResult(features, records, timings)
+    note = describe_skipped(skipped)
+    if note:
+        warnings.warn(f"{scene.scene_id}: {note}", stacklevel=2)
+    return Stage2DResult(features, records, timings, skipped_frames=skipped)

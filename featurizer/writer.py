@@ -237,8 +237,9 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
             feats2d.update(s2["feats"])
             for key, rec in s2["records"].items():
                 records[key]["2d"] = rec
-        if s3.get("notes"):
-            notes[scene_id] = list(s3["notes"])
+        scene_notes = list(s3.get("notes", [])) + list((s2 or {}).get("notes", []))
+        if scene_notes:
+            notes[scene_id] = scene_notes
 
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_save(feats3d, output_dir / names.feats3d)

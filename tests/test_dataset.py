@@ -189,15 +189,6 @@ def test_bad_options():
         ScanNetReader("???", scenes=[SID])
 
 
-def test_sens_frames_not_yet_implemented(dataset):
-    root, _ = dataset
-    reader = ScanNetReader(str(root), frames="sens")
-    with pytest.raises(ConfigError, match="not yet implemented"):
-        reader.check()
-    with pytest.raises(ConfigError, match="not yet implemented"):
-        reader.load(SID)
-
-
 # ------------------------------------------------------------------ bad input -> DataError
 def test_missing_scene_folder(dataset):
     root, _ = dataset

@@ -1,4 +1,4 @@
-"""ScanNet reader: scans (mesh, meta, aggregation, segs) + exported RGB-D frames -> Scene.
+"""ScanNet reader: scans (mesh, meta, aggregation, segs) + RGB-D frames (exported or ``.sens``) -> Scene.
 
 Layout (DESIGN.md section 4)::
 
@@ -7,17 +7,26 @@ Layout (DESIGN.md section 4)::
         <scene>.txt                               meta: axisAlignment, fx_depth, ..., depthWidth
         <scene>.aggregation.json                  segGroups (not in the test split)
         <scene>_vh_clean_2.0.010000.segs.json     segIndices (not in the test split)
+        <scene>.sens                              the RGB-D stream (frames=sens)
     <root>/scannetv2-labels.combined.tsv
     <root>/scannetv2_<split>.txt
     <frames_root>/<scene>/color/<k>.jpg, depth/<k>.png, pose/<k>.txt, intrinsic/intrinsic_depth.txt
 
 ``frames_root`` defaults to ``<root>/scannet_2d`` (OpenScene's export, what Chat-Scene used).
+
+Real-data defects are recorded in ``Scene.notes`` (and warned), never silently used: frames with a
+non-finite pose, with an unreadable or truncated pose file, with a pose but no colour/depth image
+(or images but no pose), and duplicate frame numbers (``pose/20.txt`` and ``pose/020.txt``: the
+shortest name is kept). Image files are only opened when read (:mod:`featurizer.dataset.frames`
+checks them then); a test-split scan (no aggregation, segs or alignment) reads with identity
+alignment and no instances.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +41,11 @@ AGG_SUFFIX = ".aggregation.json"
 REQUIRED_VERTEX_PROPS = ("x", "y", "z", "red", "green", "blue")
 FRAME_MODES = ("exported", "sens", "none")
 DEPTH_SCALE = 1000.0  # exported depth pngs are uint16 millimetres
-SENS_TODO = "'sens' (reading <scene>.sens directly) is not yet implemented; use frames=exported"
+IMAGE_EXT = (".jpg", ".jpeg", ".png")
+# colour intrinsics resized to the depth resolution that differ more than this from the depth
+# intrinsics (relative focal, centre in pixels) are noted: the pair is then not registered
+INTRINSICS_FOCAL_TOL = 0.02
+INTRINSICS_CENTER_TOL = 8.0
 
 
 def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
@@ -111,16 +124,84 @@ def _shown(items, n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+def _numbered_files(folder: Path, extensions: tuple[str, ...], notes: list[str]) -> dict[int, Path]:
+    """``{frame number: file}`` of the files named ``<number><ext>`` in ``folder``.
+
+    Two files with one number (``20.txt`` and ``020.txt``, or ``20.jpg`` and ``20.png``): the first in
+    (name length, name) order is kept, i.e. the plain spelling, and the others are noted.
+    """
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in extensions and _frame_number(p) is not None),
+        key=lambda p: (len(p.name), p.name),
+    )
+    out: dict[int, Path] = {}
+    dropped = []
+    for p in files:
+        k = _frame_number(p)
+        if k in out:
+            dropped.append(f"{p.name} (kept {out[k].name})")
+        else:
+            out[k] = p
+    if dropped:
+        notes.append(
+            f"{folder.name}/: {len(dropped)} file(s) repeat a frame number, ignored: {_shown(dropped, 5)}"
+        )
+    return out
+
+
+def _read_pose(path: Path) -> np.ndarray | None:
+    """(4, 4) float64 camera-to-world of a pose file (``inf``/``nan`` kept); None when unreadable."""
+    try:
+        with warnings.catch_warnings():  # np.loadtxt warns on an empty file; the caller notes it
+            warnings.simplefilter("ignore", UserWarning)
+            pose = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    return pose.reshape(4, 4) if pose.size == 16 else None
+
+
+def _registration_note(
+    k_color: np.ndarray, color_size: tuple[int, int], k_depth: np.ndarray, depth_size: tuple[int, int]
+) -> str | None:
+    """A note when the colour intrinsics, resized to the depth resolution, are not the depth ones.
+
+    Frames use the depth intrinsics for the colour resized to the depth size, which assumes the two
+    streams are registered (ScanNet's are, to < 0.1%).
+    """
+    k = np.asarray(k_color, dtype=np.float64).copy()
+    if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+        return "colour intrinsics in the header are invalid; using the depth intrinsics for colour"
+    sx, sy = depth_size[0] / color_size[0], depth_size[1] / color_size[1]
+    k[0, 0] *= sx
+    k[1, 1] *= sy
+    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
+    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    focal = max(abs(k[0, 0] / k_depth[0, 0] - 1), abs(k[1, 1] / k_depth[1, 1] - 1))
+    centre = float(np.abs(k[:2, 2] - k_depth[:2, 2]).max())
+    if focal > INTRINSICS_FOCAL_TOL or centre > INTRINSICS_CENTER_TOL:
+        return (
+            f"colour intrinsics resized to {depth_size[0]}x{depth_size[1]} "
+            f"(fx {k[0, 0]:.1f}, cx {k[0, 2]:.1f}) "
+            f"differ from the depth intrinsics (fx {k_depth[0, 0]:.1f}, cx {k_depth[0, 2]:.1f}): "
+            f"colour and depth may not be registered"
+        )
+    return None
+
+
 class ScanNetReader:
-    """Reads ScanNet scenes (scans + exported frames) into :class:`featurizer.scene.Scene`.
+    """Reads ScanNet scenes (scans + exported or ``.sens`` frames) into :class:`featurizer.scene.Scene`.
 
     root: the ScanNet folder (holds ``scans/``, the labels tsv, the split files).
     split: ``train`` / ``val`` / ``test``; names the split file ``scannetv2_<split>.txt``.
     scenes: explicit scene ids (win over any split file).
     split_file: a split file to read instead of ``<root>/scannetv2_<split>.txt``.
     frames_root: exported frames folder (default ``<root>/scannet_2d``).
-    frame_stride: keep every k-th exported frame (frames sorted by their number).
-    frames: ``exported`` (files per frame), ``sens`` (not yet implemented) or ``none``.
+    frame_stride: keep every k-th frame: of the exported frames (sorted by their number) for
+        ``exported``, of the stream for ``sens`` (ScanNet's export is every 20th: ``frame_stride=20``
+        on the stream gives the exported frames' numbers).
+    frames: ``exported`` (files per frame under ``frames_root``), ``sens`` (colour, depth, poses and
+        depth intrinsics read from ``<scan folder>/<scene>.sens``; colour resized to the depth
+        resolution, frame numbers are stream frame numbers) or ``none``.
     labels_tsv: the labels tsv (default ``<root>/scannetv2-labels.combined.tsv``).
     max_frames: keep at most this many frames per scene (after the stride); None keeps all.
     """
@@ -184,6 +265,10 @@ class ScanNetReader:
     def frames_dir(self, scene_id: str) -> Path:
         return self.frames_root / scene_id
 
+    def sens_path(self, scene_id: str) -> Path:
+        """``<scan folder>/<scene>.sens``."""
+        return self.scene_dir(scene_id) / f"{scene_id}.sens"
+
     def labels(self) -> LabelTable:
         if self._labels is None:
             self._labels = read_label_table(self.labels_tsv)
@@ -228,7 +313,9 @@ class ScanNetReader:
                     f"not found, and {meta_path.name} has no fx_depth: no depth intrinsics for this scene",
                 )
         elif self.frames == "sens":
-            raise ConfigError("dataset.frames", SENS_TODO)
+            path = self.sens_path(scene_id)
+            if not path.is_file():
+                raise DataError(path, ".sens file not found (frames=sens reads the RGB-D stream from it)")
 
     # ------------------------------------------------------------------ loading
     def load(self, scene_id: str) -> Scene:
@@ -349,8 +436,40 @@ class ScanNetReader:
         if self.frames == "none":
             return [], []
         elif self.frames == "sens":
-            raise ConfigError("dataset.frames", SENS_TODO)
+            return self._sens_frames(scene_id, meta, meta_path)
         return self._exported_frames(scene_id, meta, meta_path)
+
+    def _sens_frames(
+        self, scene_id: str, meta: dict[str, str], meta_path: Path
+    ) -> tuple[list[Frame], list[str]]:
+        """Frames of ``<scene>.sens``: every ``frame_stride``-th stream frame, at most ``max_frames``.
+
+        Intrinsics are the header's depth intrinsics (at the depth resolution, which the colour is
+        resized to); the file's own notes (truncation) become scene notes, warned once.
+        """
+        from featurizer.dataset.sens import SensFile
+
+        self._check_frames(scene_id, meta, meta_path)
+        path = self.sens_path(scene_id)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sens = SensFile(path)
+        notes = [f"{path.name}: {note}" for note in sens.notes]
+        for w in caught:  # anything that is not one of the file's notes is passed on untouched
+            if not any(note in str(w.message) for note in sens.notes):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        k_depth = sens.intrinsic_depth[:3, :3].astype(np.float64)
+        if not np.isfinite(k_depth).all() or k_depth[0, 0] <= 0 or k_depth[1, 1] <= 0:
+            raise DataError(
+                path, f"invalid depth intrinsics in the header (fx {k_depth[0, 0]}, fy {k_depth[1, 1]})"
+            )
+        note = _registration_note(sens.intrinsic_color[:3, :3], sens.color_size, k_depth, sens.depth_size)
+        if note:
+            notes.append(f"{path.name}: {note}")
+        frames = sens.frames(stride=self.frame_stride, max_frames=self.max_frames)
+        if not frames:
+            notes.append(f"no frames in {path.name} ({sens.header_num_frames} in its header)")
+        return frames, notes
 
     def _exported_frames(
         self, scene_id: str, meta: dict[str, str], meta_path: Path
@@ -360,47 +479,59 @@ class ScanNetReader:
         fd = self.frames_dir(scene_id)
         self._check_frames(scene_id, meta, meta_path)
         notes: list[str] = []
-        numbered = {}
-        for p in (fd / "pose").iterdir():
-            k = _frame_number(p) if p.suffix == ".txt" else None
-            if k is not None:
-                numbered[k] = p
-        image_ext = (".jpg", ".jpeg", ".png")
-        colors = {_frame_number(p): p for p in (fd / "color").iterdir() if p.suffix.lower() in image_ext}
-        depths = {_frame_number(p): p for p in (fd / "depth").iterdir() if p.suffix.lower() == ".png"}
-        incomplete = sorted(k for k in numbered if k not in colors or k not in depths)
+        poses = _numbered_files(fd / "pose", (".txt",), notes)
+        colors = _numbered_files(fd / "color", IMAGE_EXT, notes)
+        depths = _numbered_files(fd / "depth", (".png",), notes)
+        incomplete = sorted(k for k in poses if k not in colors or k not in depths)
         if incomplete:
             notes.append(
                 f"skipped {len(incomplete)} frame(s) with a pose but no colour or depth image: "
                 f"{_shown(incomplete, 10)}"
             )
-        ks = sorted(k for k in numbered if k in colors and k in depths)[:: self.frame_stride]
+        no_pose = sorted(k for k in colors.keys() & depths.keys() if k not in poses)
+        if no_pose:
+            notes.append(
+                f"skipped {len(no_pose)} frame(s) with images but no pose file: {_shown(no_pose, 10)}"
+            )
+        ks = sorted(k for k in poses if k in colors and k in depths)[:: self.frame_stride]
         if self.max_frames is not None:
             ks = ks[: self.max_frames]
         if not ks:
             notes.append(f"no exported frames in {fd}")
             return [], notes
-        with Image.open(depths[ks[0]]) as im:  # header only
-            size = im.size
-        k_mat = self._intrinsics(scene_id, meta, meta_path, size, notes)
-        frames = []
-        for k in ks:
+        size = None
+        for k in ks:  # the first readable depth header gives the image size
             try:
-                pose = np.loadtxt(numbered[k], dtype=np.float64)
-            except ValueError as e:
-                raise DataError(numbered[k], f"pose is not a 4x4 matrix of numbers: {e}") from None
-            if pose.size != 16:
-                raise DataError(numbered[k], f"pose must hold 16 numbers (4x4), got {pose.size}")
+                with Image.open(depths[k]) as im:  # header only
+                    size = im.size
+                break
+            except OSError:  # an unreadable file: frames.read_frame_checked skips the frame later
+                continue
+        if size is None:
+            notes.append(f"no readable depth image among the {len(ks)} exported frame(s) in {fd / 'depth'}")
+            return [], notes
+        k_mat = self._intrinsics(scene_id, meta, meta_path, size, notes)
+        frames, bad_poses = [], []
+        for k in ks:
+            pose = _read_pose(poses[k])
+            if pose is None:
+                bad_poses.append(k)
+                continue
             frames.append(
                 Frame(
                     index=k,
-                    pose=pose.reshape(4, 4),
+                    pose=pose,
                     intrinsics=k_mat,
                     image_size=size,
                     depth_scale=DEPTH_SCALE,
                     color_path=colors[k],
                     depth_path=depths[k],
                 )
+            )
+        if bad_poses:
+            notes.append(
+                f"skipped {len(bad_poses)} frame(s) whose pose file is not a 4x4 matrix of numbers "
+                f"(empty, truncated or garbled): {_shown(bad_poses, 10)}"
             )
         return frames, notes
 

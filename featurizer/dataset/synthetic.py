@@ -33,6 +33,7 @@ from featurizer.errors import ConfigError
 GENERATOR_VERSION = 2
 DONE_MARKER = ".done"
 FRAME_STEP = 20  # exported frames are every 20th frame of the stream
+JPEG_QUALITY = 92  # exported colour jpgs and the .sens colour stream use the same encoder settings
 SCANNET_FX_640 = 577.870605  # ScanNet's typical depth focal length at 640x480
 
 # raw label (what the annotators typed, in the aggregation) -> (category, nyu40 id, nyu40 class).
@@ -338,6 +339,71 @@ def _fmt(m: np.ndarray) -> str:
     return "\n".join(" ".join(f"{x:.9g}" for x in row) for row in m) + "\n"
 
 
+def _fmt_exact(m: np.ndarray) -> str:
+    """Like ``_fmt`` but with 17 significant digits: parsing gives back the same float64 values."""
+    return "\n".join(" ".join(f"{x:.17g}" for x in row) for row in m) + "\n"
+
+
+def _f32(m: np.ndarray) -> np.ndarray:
+    """float64 array holding exactly the float32 values of ``m`` (what a ``.sens`` stores)."""
+    return np.asarray(m, dtype=np.float32).astype(np.float64)
+
+
+def _stream_poses(views: list, poses: list, to_raw: np.ndarray) -> list[np.ndarray]:
+    """(4, 4) camera-to-world of every stream frame, ``len(views) * FRAME_STEP`` of them.
+
+    Stream frame ``i * FRAME_STEP`` is exported frame ``i`` (its pose exactly); the frames in between
+    look from and at points interpolated linearly towards the next exported view (the last one
+    towards the first: the camera goes round the room). float32 values, as a ``.sens`` stores them.
+    """
+    out = []
+    for i, ((eye, target), pose) in enumerate(zip(views, poses)):
+        eye1, target1 = views[(i + 1) % len(views)]
+        out.append(_f32(pose))
+        for j in range(1, FRAME_STEP):
+            t = j / FRAME_STEP
+            out.append(_f32(to_raw @ _look_at(eye + t * (eye1 - eye), target + t * (target1 - target))))
+    return out
+
+
+class _RenderedStream:
+    """Lazy colour / depth sequences of a rendered stream, so ``write_sens`` never holds them all.
+
+    ``colors[i]`` (H, W, 3) uint8 and ``depths[i]`` (H, W) uint16 millimetres share one render
+    (the last one is cached), so writing frame i renders it once.
+    """
+
+    def __init__(self, vertices, faces, colors, poses, k, width, height):
+        self._mesh = (vertices, faces, colors)
+        self._poses, self._k, self._size = poses, k, (width, height)
+        self._cached: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.colors = _StreamView(self, 0)
+        self.depths = _StreamView(self, 1)
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cached is None or self._cached[0] != i:
+            color, depth = render_mesh(*self._mesh, self._poses[i], self._k, *self._size)
+            mm = np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16)
+            self._cached = (i, color, mm)
+        return self._cached[1], self._cached[2]
+
+    def __len__(self) -> int:
+        return len(self._poses)
+
+
+class _StreamView:
+    def __init__(self, stream: _RenderedStream, which: int):
+        self._stream, self._which = stream, which
+
+    def __len__(self) -> int:
+        return len(self._stream)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < len(self._stream):
+            raise IndexError(i)
+        return self._stream.frame(i)[self._which]
+
+
 # --------------------------------------------------------------------------- one scene
 def generate_scene(
     out_root: Path,
@@ -349,6 +415,7 @@ def generate_scene(
     split: str = "val",
     intrinsics_size: tuple[int, int] | None = None,
     object_vertices: int = 1000,
+    write_sens: bool = False,
 ) -> dict:
     """Write one scene under ``out_root`` in the ScanNet layout; return the ground truth written.
 
@@ -358,13 +425,23 @@ def generate_scene(
         ``fx_depth``.., ``depthWidth``/``depthHeight``) refer to; default ``image_size``. Images are
         always rendered at ``image_size``, so a reader must rescale when the two differ.
     split: ``test`` writes a test-split scan (``scans_test/``, no aggregation, segs or alignment).
+    write_sens: also write the RGB-D stream ``<scan folder>/<scene>.sens`` (version 4, JPEG colour,
+        zlib depth): ``num_frames * FRAME_STEP`` stream frames, the exported frame ``k`` being stream
+        frame ``k`` (the frames in between are rendered from poses interpolated between consecutive
+        exported ones, around the loop). The stream's frame ``k`` holds exactly the exported data:
+        the same JPEG bytes (same encoder and quality), the same uint16 depth, and the same pose and
+        intrinsics: with ``write_sens`` poses and intrinsics are float32 values (what a ``.sens``
+        stores) and the text files print them exactly, so both readers produce equal frames.
+        The header's intrinsics are those at ``image_size`` (equal to the written ones bit for bit
+        when ``intrinsics_size`` is ``image_size``). Costs ``FRAME_STEP`` renders per exported frame.
 
     Returned dict: ``scene_id``, ``axis_align`` (4, 4), ``vertices_raw`` (V, 3) float32 as written,
     ``vertices_aligned`` (V, 3) float64, ``colors`` (V, 3) uint8, ``faces`` (F, 3), ``seg_indices``
     (V,), ``objects`` (list of dicts: object_id, raw_label, label, point_ids, segments, box (6,) of
     aligned vertices), ``structure`` (wall/floor groups, same keys), ``room_size`` (3,),
     ``intrinsics`` (3, 3) at image_size, ``intrinsics_written`` (3, 3) at intrinsics_size,
-    ``frame_ids``, ``poses`` (list of (4, 4) camera-to-world, raw frame), ``scene_dir``, ``frames_dir``.
+    ``frame_ids``, ``poses`` (list of (4, 4) camera-to-world, raw frame), ``scene_dir``, ``frames_dir``,
+    ``sens_path`` (None unless ``write_sens``).
     """
     out_root = Path(out_root)
     width, height = int(image_size[0]), int(image_size[1])
@@ -486,6 +563,10 @@ def generate_scene(
     fy = fx * rng.uniform(0.998, 1.002)
     px, py = iw / 2 - 0.5 + rng.uniform(-1, 1), ih / 2 - 0.5 + rng.uniform(-1, 1)
     k_written = np.array([[fx, 0, px], [0, fy, py], [0, 0, 1]])
+    if write_sens:
+        if num_frames < 1:
+            raise ValueError("write_sens needs num_frames >= 1")
+        k_written = _f32(k_written)  # what a .sens header can hold
     k_img = k_written.copy()  # pixel centres at integer coordinates: x -> (x + 0.5) * s - 0.5
     k_img[0, 0] *= width / iw
     k_img[1, 1] *= height / ih
@@ -535,13 +616,14 @@ def generate_scene(
     frames_dir = out_root / "scannet_2d" / scene_id
     for sub in ("color", "depth", "pose", "intrinsic"):
         (frames_dir / sub).mkdir(parents=True, exist_ok=True)
+    fmt = _fmt_exact if write_sens else _fmt
     m4 = np.eye(4)
     m4[:3, :3] = k_written
-    (frames_dir / "intrinsic" / "intrinsic_depth.txt").write_text(_fmt(m4))
-    (frames_dir / "intrinsic" / "intrinsic_color.txt").write_text(_fmt(m4))
+    (frames_dir / "intrinsic" / "intrinsic_depth.txt").write_text(fmt(m4))
+    (frames_dir / "intrinsic" / "intrinsic_color.txt").write_text(fmt(m4))
     (frames_dir / "intrinsic" / "extrinsic_depth.txt").write_text(_fmt(np.eye(4)))
     (frames_dir / "intrinsic" / "extrinsic_color.txt").write_text(_fmt(np.eye(4)))
-    frame_ids, poses = [], []
+    frame_ids, poses, views = [], [], []
     phase = rng.uniform(0, 2 * math.pi)
     for i in range(num_frames):
         phi = phase + 2 * math.pi * i / max(num_frames, 1) + rng.uniform(-0.1, 0.1)
@@ -549,17 +631,31 @@ def generate_scene(
         eye += rng.uniform(-0.1, 0.1, 3)
         target = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.4, 0.8)])
         pose_raw = to_raw @ _look_at(eye, target)
+        if write_sens:
+            pose_raw = _f32(pose_raw)
         k = i * FRAME_STEP
         frame_ids.append(k)
         poses.append(pose_raw)
+        views.append((eye, target))
     from PIL import Image
 
     for k, pose_raw in zip(frame_ids, poses):
         color, depth = render_mesh(raw_v, faces, colors, pose_raw, k_img, width, height)
-        Image.fromarray(color).save(frames_dir / "color" / f"{k}.jpg", quality=92)
+        Image.fromarray(color).save(frames_dir / "color" / f"{k}.jpg", quality=JPEG_QUALITY)
         mm = np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16)
         Image.fromarray(mm).save(frames_dir / "depth" / f"{k}.png")
-        (frames_dir / "pose" / f"{k}.txt").write_text(_fmt(pose_raw))
+        (frames_dir / "pose" / f"{k}.txt").write_text(fmt(pose_raw))
+
+    sens_path = None
+    if write_sens:
+        from featurizer.dataset.sens import write_sens as write_sens_file
+
+        stream_poses = _stream_poses(views, poses, to_raw)
+        stream = _RenderedStream(raw_v, faces, colors, stream_poses, k_img, width, height)
+        k_sens = k_written if (iw, ih) == (width, height) else _f32(k_img)
+        sens_path = scan_dir / f"{scene_id}.sens"
+        write_sens_file(sens_path, stream.colors, stream.depths, np.stack(stream_poses), k_sens, k_sens,
+                        depth_shift=1000.0, jpeg_quality=JPEG_QUALITY, sensor_name="featurizer-synthetic")
 
     return {
         "scene_id": scene_id,
@@ -580,6 +676,7 @@ def generate_scene(
         "poses": poses,
         "scene_dir": scan_dir,
         "frames_dir": frames_dir,
+        "sens_path": sens_path,
     }
 
 
@@ -591,8 +688,11 @@ def generate_dataset(
     split: str = "val",
     image_size: tuple[int, int] = (640, 480),
     num_objects: int = 10,
+    write_sens: bool = False,
 ) -> list[dict]:
-    """Write ``num_scenes`` scenes plus the labels tsv and the split file under ``root``."""
+    """Write ``num_scenes`` scenes plus the labels tsv and the split file under ``root``.
+
+    write_sens: also write each scene's ``<scene>.sens`` stream (see :func:`generate_scene`)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_labels_tsv(root / TSV_NAME)
@@ -601,7 +701,7 @@ def generate_dataset(
         scene_id = f"scene{i:04d}_00"
         rng = np.random.default_rng([int(seed), i])
         truths.append(generate_scene(root, scene_id, rng, num_frames=frames_per_scene, image_size=image_size,
-                                     num_objects=num_objects, split=split))
+                                     num_objects=num_objects, split=split, write_sens=write_sens))
         ids.append(scene_id)
     (root / f"scannetv2_{split}.txt").write_text("\n".join(ids) + "\n")
     return truths
@@ -615,6 +715,8 @@ class SyntheticScanNet(ScanNetReader):
         and renamed into place, so a crash never leaves a half dataset that looks finished.
     num_scenes, frames_per_scene, seed, image_size (width, height), num_objects: the generator's parameters.
     split, frame_stride, frames, max_frames, scenes: as for :class:`ScanNetReader`.
+    write_sens: also write each scene's ``<scene>.sens`` (:func:`generate_scene`); None (default)
+        writes it exactly when ``frames`` is ``sens``. A dataset with streams lives in its own folder.
     ``name`` stays ``scannet``: the data is ScanNet-format and the Chat-Scene files are named so.
     """
 
@@ -631,6 +733,7 @@ class SyntheticScanNet(ScanNetReader):
         frames: str = "exported",
         max_frames: int | None = None,
         scenes: list[str] | None = None,
+        write_sens: bool | None = None,
     ):
         if data_dir is None or str(data_dir) in ("", "???"):
             raise ConfigError("dataset.data_dir", "not set")
@@ -646,13 +749,18 @@ class SyntheticScanNet(ScanNetReader):
             raise ConfigError("dataset.image_size", f"too small: {size}")
         if int(num_objects) < 1:
             raise ConfigError("dataset.num_objects", f"must be >= 1, got {num_objects}")
+        write_sens = (frames == "sens") if write_sens is None else bool(write_sens)
+        if write_sens and int(frames_per_scene) < 1:
+            raise ConfigError("dataset.frames_per_scene", "must be >= 1 to write .sens streams")
         self.data_dir = Path(data_dir)
         self.generator_params = dict(
             num_scenes=int(num_scenes), frames_per_scene=int(frames_per_scene), seed=int(seed),
             split=str(split), image_size=size, num_objects=int(num_objects),
         )
+        if write_sens:  # only when set, so that existing datasets keep their folder names
+            self.generator_params["write_sens"] = True
         name = (f"scannet_synth_v{GENERATOR_VERSION}_n{num_scenes}_f{frames_per_scene}_s{seed}_"
-                f"{size[0]}x{size[1]}_o{num_objects}_{split}")
+                f"{size[0]}x{size[1]}_o{num_objects}_{split}" + ("_sens" if write_sens else ""))
         self.dataset_root = self.data_dir / name
         self.ensure_generated()
         super().__init__(root=str(self.dataset_root), split=split, scenes=scenes, frame_stride=frame_stride,
