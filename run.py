@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import hydra
@@ -34,10 +35,11 @@ def featurize(cfg: DictConfig) -> dict:
     from featurizer.report import probe_run
     from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
     from featurizer.summary import format_summary, write_pictures
-    from featurizer.writer import OutputNames, ShardWriter, StageStore, stage_hashes
+    from featurizer.writer import OutputNames, ShardWriter, StageStore, config_hash, stage_hashes
 
     started = time.time()
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's internal deprecation noise
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -57,8 +59,10 @@ def featurize(cfg: DictConfig) -> dict:
     choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
     writer = ShardWriter(store, output_dir, reader.scene_ids, names,
                          run_info={"choices": choices, "started_at": started, "output_dir": str(output_dir)})
+    token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
+                   if cfg.cache_tokens and encoder2d is not None else None)
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
-                              frame_batch=cfg.frame_batch)
+                              frame_batch=cfg.frame_batch, token_cache_dir=token_cache)
     trainer = instantiate(cfg.trainer, callbacks=[writer])
     trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, segmenter, store), cfg.scene_workers),
                     return_predictions=False)
@@ -91,6 +95,10 @@ def main(cfg: DictConfig) -> dict | None:
             metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
             records = json.loads((output_dir / "records.json").read_text())
             logger.log_summary(summary, metrics, records)
+            if getattr(logger, "sync_dir", None):
+                mode = getattr(logger, "mode", "")
+                print(f"wandb ({mode}): {logger.sync_dir}" + ("  (upload: wandb sync <that folder>)"
+                                                               if mode == "offline" else ""))
         return summary
     except Exception as exc:
         if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, FeaturizerError):

@@ -126,6 +126,7 @@ class WandbRunLogger:
         self.entity = entity
         self.tags = list(tags) if tags else None
         self.run = None
+        self.sync_dir: str | None = None
 
     def start(self, config: dict, name: str, group: str | None = None) -> None:
         """Open a new wandb run for this job (a run left open by an earlier job is finished first).
@@ -151,7 +152,9 @@ class WandbRunLogger:
             tags=self.tags,
             config=config,
             reinit=_reinit_value(wandb.__version__),
+            settings=wandb.Settings(silent=True),  # featurizer prints its own summary; wandb stays quiet
         )
+        self.sync_dir = str(self.run.settings.sync_dir)
 
     def log_summary(self, summary: dict, metrics: dict | None = None, records: dict | None = None) -> None:
         """Record a job's outcome.

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -108,8 +109,9 @@ class FeaturizerModule(L.LightningModule):
     """Runs the stages a scene still needs. Encoders are submodules, so Lightning moves them to the device."""
 
     def __init__(self, encoder3d: torch.nn.Module, encoder2d: torch.nn.Module | None = None, fusion=None,
-                 frame_workers: int = 0, frame_batch: int = 8):
+                 frame_workers: int = 0, frame_batch: int = 8, token_cache_dir: str | None = None):
         super().__init__()
+        self.token_cache_dir = token_cache_dir
         self.encoder3d = encoder3d
         self.encoder2d = encoder2d
         self.fusion = fusion
@@ -132,13 +134,22 @@ class FeaturizerModule(L.LightningModule):
         from featurizer.stage2d import run_2d
 
         t0 = time.perf_counter()
-        result = run_2d(scene, self.encoder2d, self.fusion, device=self.device,
+        encoder = self.encoder2d
+        if self.token_cache_dir is not None:  # a fusion sweep encodes each frame once
+            from featurizer.encoder2d.cache import TokenCache
+
+            encoder = TokenCache(self.encoder2d, Path(self.token_cache_dir) / f"{scene.scene_id}.pt")
+        result = run_2d(scene, encoder, self.fusion, device=self.device,
                         num_workers=self.frame_workers, frame_batch=self.frame_batch)
+        if encoder is not self.encoder2d:
+            encoder.save()
         feats = {object_key(scene.scene_id, i): f.float().cpu().clone() for i, f in result.features.items()}
         records = {object_key(scene.scene_id, i): {"ok": object_key(scene.scene_id, i) in feats, **rec}
                    for i, rec in result.records.items()}
         timings = {f"{k}_2d": float(v) for k, v in result.timings.items()}
         timings["total_2d"] = time.perf_counter() - t0
+        if encoder is not self.encoder2d:
+            timings["cached_token_frames"] = float(encoder.hits)
         from featurizer.dataset.frames import describe_skipped
 
         note = describe_skipped(result.skipped_frames)

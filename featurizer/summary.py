@@ -42,6 +42,8 @@ def format_summary(summary: dict, output_dir: Path) -> str:
                    ("2D (decode, encode, map, fuse)", t.get("total_2d", 0.0))]
     lines.append("time per stage " + ", ".join(f"{name} {sec:.1f}s" for name, sec in stage_times)
                  + f"; total {t.get('total', 0.0):.1f}s")
+    if t.get("cached_token_frames"):
+        lines.append(f"token cache    patch tokens of {t['cached_token_frames']:.0f} frames reused (cache_tokens)")
     files = summary.get("files", {})
     lines.append(f"output         {output_dir}")
     for role in ("feats3d", "feats2d", "attributes", "gt_attributes"):
@@ -70,8 +72,10 @@ def write_pictures(output_dir: Path, reader, segmenter, encoder2d, fusion, count
     if not reader.scene_ids:
         return []
     scene_id = reader.scene_ids[0]
+    # the best-seen objects (walls and floors are seen everywhere but are not what people look for)
     seen = sorted(((r["2d"].get("views", 0), key) for key, r in records.items()
-                   if r["scene"] == scene_id and r.get("2d", {}).get("ok")), reverse=True)
+                   if r["scene"] == scene_id and r.get("2d", {}).get("ok")
+                   and r.get("label") not in ("wall", "floor", "ceiling")), reverse=True)
     if not seen:
         return []
     scene = segmenter.segment(reader.load(scene_id))

@@ -176,7 +176,7 @@ def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(first_run, data_
 
     tiny = Uni3D(size=None, width=96, depth=2, num_heads=2, mlp_hidden=256, block_style="packed_swiglu",
                  pc_encoder_dim=128, embed_dim=64)
-    torch.save({"module": {f"point_encoder.{k}": v for k, v in tiny.state_dict().items()}}, ckpt)
+    torch.save({"module": tiny.state_dict()}, ckpt)  # the published layout, of another width
     proc = _run(root, "run1", "encoder3d=uni3d_ti", f"encoder3d.checkpoint={ckpt}", data_dir=data_dir, check=False)
     assert proc.returncode != 0 and str(ckpt) in proc.stderr and "featurizer: error:" in proc.stderr
 
