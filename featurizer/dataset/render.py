@@ -96,7 +96,6 @@ def render_mesh(
         raise ValueError(f"{len(verts)} vertices but {len(cols)} vertex colours")
 
     color = np.zeros((height, width, 3), dtype=np.uint8)
-    zbuf = np.full(height * width, np.inf)
     if len(faces) == 0 or width <= 0 or height <= 0:
         return color, np.zeros((height, width), dtype=np.float32)
 

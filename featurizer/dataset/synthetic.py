@@ -463,7 +463,6 @@ def generate_scene(
     ]
     wall_color = np.array([205, 198, 185]) + rng.integers(-15, 16, size=3)
     floor_color = np.array([150, 115, 80]) + rng.integers(-20, 21, size=3)
-    objects_meta = []
     for origin, a in wall_specs:
         mesh = _grid(origin, a, [0, 0, hz], _cells(np.linalg.norm(a), 0.2), _cells(hz, 0.2))
         groups.append(("wall", [Part(mesh[0], mesh[1], tuple(wall_color + rng.integers(-6, 7, size=3)))]))

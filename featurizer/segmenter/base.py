@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from featurizer.errors import DataError
 from featurizer.scene import Scene
 
 
@@ -20,6 +23,19 @@ class Segmenter:
 
     def check(self, scene_ids: list[str]) -> None:
         """Validate the segmenter's inputs for these scenes before long work starts (cheap checks)."""
+
+    def scene_file(self, scene_id: str) -> Path:
+        """The file holding this segmenter's output for ``scene_id`` (segmenters that read files)."""
+        raise NotImplementedError
+
+    def check_scene_files(self, folder: Path, scene_ids: list[str], what: str) -> None:
+        """DataError naming the folder, or the first missing file and how many scenes lack theirs."""
+        if not Path(folder).is_dir():
+            raise DataError(folder, f"{what} folder not found")
+        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DataError(self.scene_file(missing[0]), f"{what} missing for {len(missing)} scene(s): {shown}")
 
     def predict(self, scene: Scene) -> list:
         """The instances of ``scene`` in this segmenter's order (before truncation)."""

@@ -81,12 +81,7 @@ class InstSegFiles(Segmenter):
         return self.root / f"{scene_id}.pt"
 
     def check(self, scene_ids: list[str]) -> None:
-        if not self.root.is_dir():
-            raise DataError(self.root, "mask3d_inst_seg folder not found")
-        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise DataError(self.scene_file(missing[0]), f"missing for {len(missing)} scene(s): {shown}")
+        self.check_scene_files(self.root, scene_ids, "mask3d_inst_seg")
 
     def predict(self, scene: Scene) -> list[Instance]:
         path = self.scene_file(scene.scene_id)

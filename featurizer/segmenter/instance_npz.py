@@ -120,12 +120,7 @@ class InstanceNpz(Segmenter):
         return self.root / f"{scene_id}.npz"
 
     def check(self, scene_ids: list[str]) -> None:
-        if not self.root.is_dir():
-            raise DataError(self.root, "instance .npz folder not found")
-        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise DataError(self.scene_file(missing[0]), f"missing for {len(missing)} scene(s): {shown}")
+        self.check_scene_files(self.root, scene_ids, "instance .npz")
 
     def predict(self, scene: Scene) -> list[Instance]:
         path = self.scene_file(scene.scene_id)

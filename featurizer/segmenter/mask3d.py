@@ -122,14 +122,7 @@ class Mask3DExport(Segmenter):
         return self._names
 
     def check(self, scene_ids: list[str]) -> None:
-        if not self.export_dir.is_dir():
-            raise DataError(self.export_dir, "Mask3D export folder not found")
-        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise DataError(
-                self.scene_file(missing[0]), f"Mask3D export missing for {len(missing)} scene(s): {shown}"
-            )
+        self.check_scene_files(self.export_dir, scene_ids, "Mask3D export")
         self.class_names()
 
     def read_predictions(self, scene_id: str) -> list[tuple[Path, int, float]]:
