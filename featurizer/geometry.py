@@ -149,76 +149,63 @@ def project_points(
     )
 
 
-def _visible(pts, w2c, k, depth, depth_mode, depth_tol, border):
-    """Visibility of (M, 3) float64 points in one frame: keep (M,) bool, u, v (M,) int64 (0 where not kept)."""
-    height, width = depth.shape
-    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    x, y, z = cam.unbind(-1)
-    u = torch.round(k[0, 0] * x / z + k[0, 2])
-    v = torch.round(k[1, 1] * y / z + k[1, 2])
+def _pairs_visible(pts: torch.Tensor, starts: list[int], world_to_cam: torch.Tensor, k: torch.Tensor,
+                   depths: torch.Tensor, depth_mode: str, depth_tol: float,
+                   border: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exact test of DESIGN.md section 5 on (frame, point) pairs grouped by frame.
+
+    pts: (M, 3) float64 points of the pairs, frame f's pairs being ``[starts[f], starts[f + 1])``.
+    world_to_cam (F, 4, 4) and k (F, 3, 3) float64; depths (F, H, W) metres.
+    Returns sel (K,) int64 positions of the kept pairs (increasing), u, v (K,) int64 their pixels.
+    The float64 arithmetic is the same, operation for operation, as the full projection's
+    (``p_cam = p @ R^T + t``, ``round(fx * x / z + cx)``), so the kept pairs and pixels are
+    bit-identical to it.
+    """
+    height, width = depths.shape[-2:]
+    m = len(pts)
+    dev = pts.device
+    u = torch.empty(m, dtype=torch.float64, device=dev)
+    v = torch.empty(m, dtype=torch.float64, device=dev)
+    z = torch.empty(m, dtype=torch.float64, device=dev)
+    frame_base = torch.empty(m, dtype=torch.float64, device=dev)
+    for f in range(len(starts) - 1):
+        a, b = starts[f], starts[f + 1]
+        if a == b:
+            continue
+        w2c = world_to_cam[f]
+        cam = pts[a:b] @ w2c[:3, :3].T + w2c[:3, 3]
+        x, y, zf = cam.unbind(-1)
+        torch.round(k[f, 0, 0] * x / zf + k[f, 0, 2], out=u[a:b])
+        torch.round(k[f, 1, 1] * y / zf + k[f, 1, 2], out=v[a:b])
+        z[a:b] = zf
+        frame_base[a:b] = float(f * height * width)
     keep = (z > 0) & (u >= border) & (u < width - border) & (v >= border) & (v < height - border)
-    ui = torch.where(keep, u, 0.0).long()
-    vi = torch.where(keep, v, 0.0).long()
-    d = depth[vi, ui].to(torch.float64)
-    tol = depth_tol * d if depth_mode == "relative" else depth_tol
-    keep &= (d > 0) & ((d - z).abs() <= tol)
-    return keep, ui, vi
+    sel = torch.nonzero(keep).flatten()
+    us, vs = u.index_select(0, sel), v.index_select(0, sel)
+    pix = (frame_base.index_select(0, sel) + vs * width + us).long()  # exact: integers below 2**53
+    d = depths.reshape(-1).index_select(0, pix).to(torch.float64)
+    zi = z.index_select(0, sel)
+    tol = depth_tol * d if depth_mode == "relative" else torch.full_like(d, float(depth_tol))
+    ok = (d > 0) & ((d - zi).abs() <= tol)
+    return sel[ok], us[ok].long(), vs[ok].long()
+
+
+def _mapping_from_pairs(sel, ids, u, v, starts, device) -> Mapping:
+    """Mapping of the kept pairs ``sel`` (increasing positions) of frame-major pairs (``starts``)."""
+    bounds = torch.tensor(starts, dtype=torch.int64, device=device)
+    offsets = torch.searchsorted(sel, bounds)
+    return Mapping(ids, u, v, offsets)
 
 
 def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode, depth_tol, border) -> Mapping:
-    ids, us, vs, counts = [], [], [], []
-    for f in range(len(depths)):
-        sel = candidates[f].to(pts.device) if bool(finite[f]) else torch.zeros(0, dtype=torch.int64, device=pts.device)
-        keep, u, v = _visible(pts[sel], world_to_cam[f], k[f], depths[f], depth_mode, depth_tol, border)
-        ids.append(sel[keep])
-        us.append(u[keep])
-        vs.append(v[keep])
-        counts.append(int(keep.sum()))
-    offsets = torch.zeros(len(depths) + 1, dtype=torch.int64, device=pts.device)
-    offsets[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.int64), 0).to(pts.device)
-    return Mapping(torch.cat(ids), torch.cat(us), torch.cat(vs), offsets)
-
-
-def _maybe_unoccluded(cam: torch.Tensor, intrinsics, depths: torch.Tensor, depth_mode: str,
-                      depth_tol: float) -> torch.Tensor:
-    """(F, K) bool: False where box k (corners ``cam`` (F, K, 8, 3) in camera coordinates) lies
-    wholly behind the depth map (or over invalid depth only) beyond the tolerance."""
-    num_frames, height, width = depths.shape
-    k = torch.as_tensor(intrinsics, device=cam.device).to(torch.float64).reshape(-1, 3, 3)
-    x, y, z = cam.unbind(-1)
-    zmin = z.min(-1).values
-    front = zmin > 1e-6
-    zs = torch.where(front[..., None], z, torch.ones_like(z))
-    u = k[:, 0, 0, None, None] * x / zs + k[:, 0, 2, None, None]
-    v = k[:, 1, 1, None, None] * y / zs + k[:, 1, 2, None, None]
-    u0 = torch.floor(u.min(-1).values).clamp(0, width - 1).long()
-    u1 = torch.ceil(u.max(-1).values).clamp(0, width - 1).long()
-    v0 = torch.floor(v.min(-1).values).clamp(0, height - 1).long()
-    v1 = torch.ceil(v.max(-1).values).clamp(0, height - 1).long()
-    extent = torch.maximum(u1 - u0, v1 - v0) + 1
-    dmax = torch.zeros_like(zmin)
-    extent = torch.where(front, extent, torch.full_like(extent, 1 << 30))  # behind the camera: not looked up
-    # max-depth pyramid (exact in the depth maps' float32), from 8 x 8 pixel tiles up
-    tile = 8
-    level = torch.nn.functional.max_pool2d(depths.to(torch.float32)[:, None], tile, tile, ceil_mode=True)
-    fi = torch.arange(num_frames, device=cam.device)[:, None].expand_as(u0)
-    while True:
-        # boxes spanning at most ``tile`` pixels touch at most 2 x 2 tiles of this level
-        last = tile >= max(width, height)
-        sel = (extent < (1 << 30)) if last else (extent <= tile)
-        if bool(sel.any()):
-            lv = level[:, 0]
-            f = fi[sel]
-            a, b, c, d = v0[sel] // tile, v1[sel] // tile, u0[sel] // tile, u1[sel] // tile
-            m = torch.maximum(torch.maximum(lv[f, a, c], lv[f, a, d]), torch.maximum(lv[f, b, c], lv[f, b, d]))
-            dmax[sel] = m.to(torch.float64)
-            extent = torch.where(sel, torch.full_like(extent, 1 << 30), extent)
-        if last:
-            break
-        level = torch.nn.functional.max_pool2d(level, 2, 2, ceil_mode=True)
-        tile *= 2
-    limit = dmax * (1.0 + depth_tol) if depth_mode == "relative" else dmax + depth_tol
-    return ~front | ((dmax > 0) & (zmin <= limit))
+    device = pts.device
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    sels = [candidates[f].to(device) if bool(finite[f]) else empty for f in range(len(depths))]
+    counts = [len(s) for s in sels]
+    ids = torch.cat(sels) if sels else empty
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+    sel, u, v = _pairs_visible(pts[ids], starts, world_to_cam, k, depths, depth_mode, depth_tol, border)
+    return _mapping_from_pairs(sel, ids[sel], u, v, starts, device)
 
 
 def frustum_candidates(lo: torch.Tensor, hi: torch.Tensor, poses, intrinsics, image_size: tuple[int, int],
@@ -228,6 +215,7 @@ def frustum_candidates(lo: torch.Tensor, hi: torch.Tensor, poses, intrinsics, im
     z > 0 in frame f (every corner is outside one of the frustum's planes, with a 1 px margin).
 
     lo, hi: (K, 3) box corners (raw coordinates); poses (F, 4, 4) c2w; intrinsics (F, 3, 3).
+    With ``return_cam`` also the (F, K, 8, 3) float64 camera coordinates of the corners.
     """
     device = lo.device
     poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
@@ -251,56 +239,257 @@ def frustum_candidates(lo: torch.Tensor, hi: torch.Tensor, poses, intrinsics, im
     return (cand, cam) if return_cam else cand
 
 
-class VoxelCuller:
-    """Frustum culling of points by voxels, so that a frame's mapping only tests the points of the
-    voxels its frustum may reach (exact: the culling is conservative).
+class _DepthPyramid:
+    """Max-depth pyramid of a batch of depth maps: level l holds the largest depth of every
+    ``8 * 2**l`` pixel square tile (exact float32 values, invalid 0 never wins over a valid depth),
+    up to one tile covering the whole frame; all levels flattened into one tensor per frame."""
 
-    points: (N, 3) raw coordinates. voxel_points: aim for about this many points per voxel.
+    TILE = 8
+
+    def __init__(self, depths: torch.Tensor):
+        num_frames, height, width = depths.shape
+        t = self.TILE
+        ph, pw = -(-height // t) * t, -(-width // t) * t
+        d = depths.to(torch.float32)
+        if (ph, pw) != (height, width):
+            d = torch.nn.functional.pad(d, (0, pw - width, 0, ph - height))
+        # rows first: the reduction over a non-innermost axis is the vectorised one
+        level = d.view(num_frames, ph // t, t, pw).amax(2).view(num_frames, ph // t, pw // t, t).amax(-1)
+        levels, tile = [level], t
+        while tile < max(width, height):
+            level = torch.nn.functional.max_pool2d(level[:, None], 2, 2, ceil_mode=True)[:, 0]
+            levels.append(level)
+            tile *= 2
+        dev = depths.device
+        self.shapes = torch.tensor([lv.shape[1:] for lv in levels], dtype=torch.int64, device=dev)  # (L, 2)
+        sizes = self.shapes[:, 0] * self.shapes[:, 1]
+        self.offsets = torch.cumsum(sizes, 0) - sizes
+        self.flat = torch.cat([lv.reshape(num_frames, -1) for lv in levels], 1).reshape(-1)
+        self.stride = int(sizes.sum())
+        self.num_levels = len(levels)
+
+    def rect_max(self, f: torch.Tensor, r0, r1, c0, c1) -> torch.Tensor:
+        """(K,) float32 upper bound of the depth over pixel rectangles rows r0..r1, cols c0..c1
+        (inclusive, inside the frame) of frames f: the max of the <= 2 x 2 tiles of the first level
+        whose tile is at least as long as the rectangle's longer side."""
+        extent = torch.maximum(r1 - r0, c1 - c0)  # longer side - 1
+        level = (torch.frexp(extent.to(torch.float64))[1].long() - 3).clamp(0, self.num_levels - 1)
+        tile = self.TILE << level
+        base = f * self.stride + self.offsets.index_select(0, level)
+        w_l = self.shapes[:, 1].index_select(0, level)
+        a, b = (r0 // tile) * w_l, (r1 // tile) * w_l
+        c, d = c0 // tile, c1 // tile
+        idx = torch.stack([a + c, a + d, b + c, b + d]) + base
+        return self.flat.index_select(0, idx.reshape(-1)).view(4, -1).amax(0)
+
+
+def _camera_boxes(center: torch.Tensor, half: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera-space centres and half extents (F * K, 3) float64 of K world boxes (``center`` ± ``half``,
+    (K, 3)) in F frames (``w2c`` (F, 4, 4)), frame-major: row ``f * K + k``."""
+    num_frames, num_boxes = len(w2c), len(center)
+    rot = w2c[:, :3, :3]
+    mat = torch.zeros(6, num_frames, 6, dtype=torch.float64, device=w2c.device)
+    mat[:3, :, :3] = rot.permute(2, 0, 1)  # [j, f, i] = R_f[i, j]
+    mat[3:, :, 3:] = rot.abs().permute(2, 0, 1)
+    out = (torch.cat([center, half], 1) @ mat.reshape(6, -1)).view(num_boxes, num_frames, 6)
+    out = out.transpose(0, 1).reshape(num_frames * num_boxes, 6)
+    return out[:, :3] + w2c[:, :3, 3].repeat_interleave(num_boxes, 0), out[:, 3:]
+
+
+def _boxes_may_be_visible(c_cam: torch.Tensor, rad: torch.Tensor, fi: torch.Tensor, intr4: torch.Tensor,
+                          pyramid: _DepthPyramid | None, image_size: tuple[int, int], border: int,
+                          depth_mode: str, depth_tol: float) -> torch.Tensor:
+    """(M,) bool: False only where no point of box m can pass the exact test of frame ``fi[m]``.
+
+    c_cam, rad: (M, 3) float64 camera-space centre and half extent of the box (``sum_j |R_ij| h_j``,
+    :func:`_camera_boxes`); intr4: (F, 4) float64 ``fx, fy, cx, cy``; pyramid: max depths of the frames.
+
+    Why it is conservative. Camera coordinates are affine in the point, so over the box each of
+    x, y, z lies in ``c ± r``, widened here by ``1e-9 (1 + |c| + r)`` (float64 rounding of these few
+    terms and of the exact path's own ``p @ R^T + t`` is below 1e-14 relative: the margin covers it
+    many times over). A box with ``z_max <= 0`` holds no point with ``z > 0``. When
+    ``z_min > 0``, x / z over the (x, z) rectangle is extreme at its corners, so every point's
+    ``fx * x / z + cx`` lies in ``[u_min, u_max]`` up to 1e-12 px; a point is kept only if it
+    rounds into ``border .. W - border - 1``, i.e. ``border - 0.5 <= u <= W - border - 0.5``, so
+    ``u_max < border - 1`` or ``u_min > W - border`` (a 0.5 px margin) rejects all (same for v).
+    A kept point's pixel lies in ``[floor(u_min - 1), ceil(u_max + 1)]`` (clamped to the border
+    range; the whole range when the box straddles z = 0) and its depth d there is at most the
+    footprint's max ``dmax``; it passes only if ``z <= d + tol(d) <= dmax + tol(dmax)`` (tol grows
+    with d in both modes), so ``z_min > (dmax + tol(dmax)) (1 + 1e-9) + 1e-9`` rejects all, and so
+    does ``dmax <= 0`` (no valid depth; NaN compares False and keeps the box).
+    """
+    width, height = image_size
+    if width <= 2 * border or height <= 2 * border:  # no pixel inside the border
+        return torch.zeros(len(fi), dtype=torch.bool, device=fi.device)
+    rad = rad + 1e-9 * (1.0 + c_cam.abs() + rad)
+    lo, hi = c_cam - rad, c_cam + rad
+    zl, zh = lo[:, 2], hi[:, 2]
+    front = zl > 0
+    inv_l = torch.where(front, 1.0 / zl, 1.0)
+    inv_h = torch.where(front, 1.0 / zh, 1.0)
+    kf = intr4.index_select(0, fi)
+    bounds = []
+    for axis, size in ((0, width), (1, height)):
+        f_, c_ = kf[:, axis], kf[:, 2 + axis]
+        a, b = lo[:, axis], hi[:, axis]
+        q0 = torch.minimum(torch.minimum(a * inv_l, a * inv_h), torch.minimum(b * inv_l, b * inv_h))
+        q1 = torch.maximum(torch.maximum(a * inv_l, a * inv_h), torch.maximum(b * inv_l, b * inv_h))
+        e0, e1 = f_ * q0 + c_, f_ * q1 + c_
+        pmin, pmax = torch.minimum(e0, e1), torch.maximum(e0, e1)
+        out = front & ((pmax < border - 1) | (pmin > size - border))
+        top = size - 1 - border
+        p0 = torch.where(front, torch.floor(pmin - 1).clamp(border, top), float(border))
+        p1 = torch.where(front, torch.ceil(pmax + 1).clamp(border, top), float(top))
+        bounds.append((out, p0.long(), p1.long()))
+    (out_u, c0, c1), (out_v, r0, r1) = bounds
+    keep = (zh > 0) & ~out_u & ~out_v
+    if pyramid is not None:
+        sel = torch.nonzero(keep).flatten()
+        pick = lambda x: x.index_select(0, sel)  # noqa: E731
+        dmax = pyramid.rect_max(pick(fi), pick(r0), pick(r1), pick(c0), pick(c1)).to(torch.float64)
+        limit = dmax * (1.0 + depth_tol) if depth_mode == "relative" else dmax + depth_tol
+        hidden = (dmax <= 0) | (pick(zl) > limit * (1.0 + 1e-9) + 1e-9)
+        keep[sel[hidden]] = False
+    return keep
+
+
+def _expand(ptr: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR expansion: for each item, the range ``ptr[item] .. ptr[item + 1]``. Returns (rep, pos):
+    rep (Q,) the position in ``items`` of every output, pos (Q,) the expanded index."""
+    start = ptr.index_select(0, items)
+    count = ptr.index_select(0, items + 1) - start
+    rep = torch.repeat_interleave(torch.arange(len(items), device=items.device), count)
+    pos = torch.arange(len(rep), device=items.device) + (start - (torch.cumsum(count, 0) - count)).index_select(0, rep)
+    return rep, pos
+
+
+class VoxelCuller:
+    """Two-level voxel culling of points, so that a frame's mapping only tests the points of the
+    voxels that may hold a visible point (exact: the culling is conservative, see
+    :func:`_boxes_may_be_visible`).
+
+    points: (N, 3) raw coordinates. voxel_points: aim for about this many points per (fine) voxel;
+    ``coarse``: a coarse voxel is ``coarse**3`` fine cells (tested first, for every frame; only the
+    fine voxels of coarse voxels that pass are tested). Boxes are the points' bounding boxes.
     """
 
-    def __init__(self, points: torch.Tensor, voxel_points: int = 256):
-        pts = points.to(torch.float64)
+    def __init__(self, points: torch.Tensor | np.ndarray, voxel_points: int = 16, coarse: int = 4):
+        pts = torch.as_tensor(points).to(torch.float64).reshape(-1, 3)
         device = pts.device
         n = len(pts)
+        self.num_points = n
+        if n == 0:
+            z3 = torch.zeros(0, 3, dtype=torch.float64, device=device)
+            zi = torch.zeros(1, dtype=torch.int64, device=device)
+            self.order, self.points = zi[:0], z3
+            self.ptr, self.coarse_ptr = zi, zi
+            self.center = self.half = self.coarse_center = self.coarse_half = self.lo = self.hi = z3
+            self.voxel_size = 0.0
+            return
         lo_all, hi_all = pts.min(0).values, pts.max(0).values
-        size = max(float((hi_all - lo_all).max()) / 4.0, 1e-3)
-        while True:
-            cell = torch.floor((pts - lo_all) / size).long()
-            dims = cell.max(0).values + 1
-            key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
-            uniq, inv = torch.unique(key, return_inverse=True)
-            if len(uniq) * voxel_points >= n or size < 0.02:
-                break
-            size /= 1.5
-        order = torch.argsort(inv, stable=True)
-        counts = torch.bincount(inv, minlength=len(uniq))
-        self.order = order  # point ids grouped by voxel
-        self.ptr = torch.nn.functional.pad(torch.cumsum(counts, 0), (1, 0))
-        idx = inv[:, None].expand(-1, 3)
-        self.lo = torch.full((len(uniq), 3), float("inf"), dtype=torch.float64, device=device).scatter_reduce_(
-            0, idx, pts, "amin")
-        self.hi = torch.full((len(uniq), 3), float("-inf"), dtype=torch.float64, device=device).scatter_reduce_(
-            0, idx, pts, "amax")
+        extent = max(float((hi_all - lo_all).max()), 1e-6)
+        # fine voxel size from the occupancy of a probe grid (points on surfaces: area ~ cells * size^2)
+        probe = extent / 32.0
+        cell = torch.floor((pts - lo_all) / probe).long().clamp(0, 32)
+        occupied = int((torch.bincount((cell[:, 0] * 33 + cell[:, 1]) * 33 + cell[:, 2], minlength=33**3) > 0).sum())
+        size = min(max(math.sqrt(occupied * probe * probe * voxel_points / n), probe / 16), extent)
+        cell = torch.floor((pts - lo_all) / size).long()
+        dims = (cell.max(0).values // coarse + 1).tolist()
+        cc = cell // coarse
+        sub = cell - cc * coarse
+        ckey = (cc[:, 0] * dims[1] + cc[:, 1]) * dims[2] + cc[:, 2]
+        key = ckey * coarse**3 + (sub[:, 0] * coarse + sub[:, 1]) * coarse + sub[:, 2]
+        skey, order = torch.sort(key, stable=True)
+        fine_keys, counts = torch.unique_consecutive(skey, return_counts=True)
+        _, coarse_counts = torch.unique_consecutive(fine_keys // coarse**3, return_counts=True)
+        self.order = order  # point ids grouped by fine voxel, fine voxels grouped by coarse voxel
+        self.points = pts[order]
+        self.ptr = torch.nn.functional.pad(torch.cumsum(counts, 0), (1, 0))  # fine voxel -> points
+        self.coarse_ptr = torch.nn.functional.pad(torch.cumsum(coarse_counts, 0), (1, 0))  # coarse -> fine
+        vox = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+        self.lo, self.hi = _segment_bounds(self.points, vox, len(counts))
+        cvox = torch.repeat_interleave(torch.arange(len(coarse_counts), device=device), coarse_counts)
+        clo, _ = _segment_bounds(self.lo, cvox, len(coarse_counts))
+        _, chi = _segment_bounds(self.hi, cvox, len(coarse_counts))
+        self.center, self.half = (self.lo + self.hi) / 2, (self.hi - self.lo) / 2
+        self.coarse_center, self.coarse_half = (clo + chi) / 2, (chi - clo) / 2
         self.voxel_size = size
+
+    def _pairs(self, poses, intrinsics, image_size, border, depths, depth_mode, depth_tol):
+        """Candidate (frame, sorted point position) pairs, frame-major: pos (M,), starts (F + 1 ints),
+        and the frames' w2c (F, 4, 4), k (F, 3, 3) float64 and finite (F,) bool."""
+        device = self.points.device
+        poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
+        k = torch.as_tensor(intrinsics, device=device).to(torch.float64).reshape(-1, 3, 3)
+        num_frames = len(poses)
+        finite = torch.isfinite(poses).flatten(1).all(1)
+        poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
+        w2c = torch.linalg.inv(poses)
+        intr4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1)
+        pyramid = _DepthPyramid(torch.as_tensor(depths, device=device)) if depths is not None else None
+        args = (intr4, pyramid, image_size, int(border), depth_mode, float(depth_tol))
+        n_coarse, n_fine = len(self.coarse_center), len(self.center)
+        # coarse voxels, every frame
+        c_cam, rad = _camera_boxes(self.coarse_center, self.coarse_half, w2c)
+        fi = torch.arange(num_frames, device=device).repeat_interleave(n_coarse)
+        ok = _boxes_may_be_visible(c_cam, rad, fi, *args) & finite.repeat_interleave(n_coarse)
+        pair = torch.nonzero(ok).flatten()
+        fi, ci = pair // max(n_coarse, 1), pair % max(n_coarse, 1)
+        # their fine voxels
+        rep, vi = _expand(self.coarse_ptr, ci)
+        fi = fi.index_select(0, rep)
+        flat = fi * n_fine + vi
+        c_cam, rad = _camera_boxes(self.center, self.half, w2c)
+        ok = torch.nonzero(_boxes_may_be_visible(c_cam.index_select(0, flat), rad.index_select(0, flat), fi,
+                                                 *args)).flatten()
+        fi, vi = fi.index_select(0, ok), vi.index_select(0, ok)
+        # their points
+        rep, pos = _expand(self.ptr, vi)
+        per_frame = torch.zeros(num_frames, dtype=torch.int64, device=device).index_add_(
+            0, fi, self.ptr.index_select(0, vi + 1) - self.ptr.index_select(0, vi))
+        starts = [0] + torch.cumsum(per_frame, 0).tolist()
+        return pos, starts, w2c, k, finite
 
     def candidates(self, poses, intrinsics, image_size: tuple[int, int], border: int = 0,
                    depths: torch.Tensor | None = None, depth_mode: str = "relative",
                    depth_tol: float = 0.25) -> list[torch.Tensor]:
         """Per frame, the (M_f,) int64 ids of the points whose voxel may be in the frustum and, given
-        the (F, H, W) depth maps, may pass the depth test: a voxel whose nearest corner is farther
-        than ``dmax + tol(dmax)``, with dmax the largest depth over the pixels its box projects
-        to, holds no point that passes the test (tol grows with the depth)."""
-        cand, cam = frustum_candidates(self.lo, self.hi, poses, intrinsics, image_size, border, return_cam=True)
-        if depths is not None:
-            cand &= _maybe_unoccluded(cam, intrinsics, depths, depth_mode, depth_tol)
-        out = []
-        for f in range(len(cand)):
-            vox = torch.nonzero(cand[f]).flatten()
-            start, count = self.ptr[vox], self.ptr[vox + 1] - self.ptr[vox]
-            rep = torch.repeat_interleave(torch.arange(len(vox), device=vox.device), count)
-            within = torch.arange(len(rep), device=vox.device) - (torch.cumsum(count, 0) - count)[rep]
-            out.append(self.order[start[rep] + within])
-        return out
+        the (F, H, W) depth maps, may pass the depth test (see :func:`_boxes_may_be_visible`)."""
+        pos, starts, *_ = self._pairs(poses, intrinsics, image_size, border, depths, depth_mode, depth_tol)
+        ids = self.order[pos]
+        return [ids[starts[f]:starts[f + 1]] for f in range(len(starts) - 1)]
+
+    def project(self, poses, intrinsics, depths: torch.Tensor, *, depth_mode: str = "relative",
+                depth_tol: float = 0.25, border: int = 10) -> Mapping:
+        """The exact depth-tested mapping of the culler's points, as :func:`project_points` gives it
+        (entries in culling order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
+        (F, H, W) metres. Point ids index the ``points`` the culler was built from."""
+        check_mapping_options(depth_mode, depth_tol, border)
+        depths = torch.as_tensor(depths, device=self.points.device)
+        if depths.dim() == 2:
+            depths = depths[None]
+        num_frames, height, width = depths.shape
+        if len(torch.as_tensor(poses).reshape(-1, 4, 4)) != num_frames or \
+                len(torch.as_tensor(intrinsics).reshape(-1, 3, 3)) != num_frames:
+            raise ValueError(f"{num_frames} depth maps but {len(poses)} poses and {len(intrinsics)} intrinsics")
+        pos, starts, w2c, k, finite = self._pairs(poses, intrinsics, (width, height), border, depths,
+                                                  depth_mode, depth_tol)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})",
+                          stacklevel=2)
+        sel, u, v = _pairs_visible(self.points.index_select(0, pos), starts, w2c, k, depths, depth_mode,
+                                   float(depth_tol), int(border))
+        ids = self.order.index_select(0, pos.index_select(0, sel))
+        return _mapping_from_pairs(sel, ids, u, v, starts, self.points.device)
+
+
+def _segment_bounds(values: torch.Tensor, seg: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per segment min and max (num, 3) of (P, 3) ``values`` (segment ``seg`` (P,) of each row)."""
+    idx = seg[:, None].expand(-1, values.shape[1])
+    lo = torch.full((num, values.shape[1]), float("inf"), dtype=values.dtype, device=values.device)
+    hi = torch.full((num, values.shape[1]), float("-inf"), dtype=values.dtype, device=values.device)
+    return lo.scatter_reduce_(0, idx, values, "amin"), hi.scatter_reduce_(0, idx, values, "amax")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -342,6 +531,37 @@ def polygon_area(vertices: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
+_ANCHOR_DIRECTIONS = ((1, 0), (1, 1), (1, -1), (2, 1), (2, -1), (1, 2), (1, -2))  # (a, b): minimise a y - b x
+
+
+def _minorant_candidates(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(Q,) int64 positions of the points that may be strict vertices of their group's convex minorant
+    (same arguments as :func:`_minorant_integral2`), found without iterating.
+
+    Anchors: each group's first and last point and, for a few integer directions (a, b), the points
+    minimising ``a y - b x`` (exact in int64): all lie on the minorant. Between two consecutive
+    anchors the minorant lies on or below their chord, so a point on or above that chord is no
+    strict vertex, and the remaining points (the anchors and the points strictly below the chords)
+    have the same minorant as the whole set.
+    """
+    n = len(x)
+    device = x.device
+    pos = torch.arange(n, device=device)
+    anchor = torch.ones(n, dtype=torch.bool, device=device)
+    anchor[1:-1] = (group[1:-1] != group[:-2]) | (group[1:-1] != group[2:])
+    big = torch.iinfo(torch.int64).max
+    for a, b in _ANCHOR_DIRECTIONS:
+        val = a * y - b * x
+        low = torch.full((num_groups,), big, dtype=torch.int64, device=device).scatter_reduce_(0, group, val, "amin")
+        anchor |= val == low.index_select(0, group)
+    marks = torch.where(anchor, pos, -1)
+    prev = torch.cummax(marks, 0).values
+    nxt = n - 1 - torch.cummax(torch.where(anchor, n - 1 - pos, -1).flip(0), 0).values.flip(0)
+    xa, ya, xb, yb = x.index_select(0, prev), y.index_select(0, prev), x.index_select(0, nxt), y.index_select(0, nxt)
+    above = (y - ya) * (xb - xa) >= (yb - ya) * (x - xa)
+    return torch.nonzero(anchor | ~above).flatten()
+
+
 def _minorant_integral2(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Twice the integral of each group's convex minorant (lower monotone chain) of points (x, y).
 
@@ -352,7 +572,7 @@ def _minorant_integral2(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, n
     """
     device = x.device
     done: list[torch.Tensor] = []
-    cur = torch.arange(len(x), device=device)
+    cur = _minorant_candidates(group, x, y, num_groups) if len(x) >= 3 else torch.arange(len(x), device=device)
     while len(cur) >= 3:
         g = group[cur]
         a, b, c = cur[:-2], cur[1:-1], cur[2:]
@@ -404,11 +624,27 @@ def grouped_hull_area2(
     box[:, 3].scatter_reduce_(0, group, col, "amax")
     if len(row) == 0:
         return torch.zeros(num_groups, dtype=torch.int64, device=device), box
-    height = int(row.max()) + 1
-    key, inv = torch.unique(group * height + row, return_inverse=True)  # sorted: group, then row
-    left = torch.full((len(key),), big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amin")
-    right = torch.full((len(key),), -big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amax")
-    g, r = key // height, key % height
+    row_lo = int(row.min())
+    height = int(row.max()) - row_lo + 1
+    # each row's leftmost and rightmost pixel: a dense (used group, row) table when it is small (no
+    # sort), else a sort of the keys
+    used = torch.zeros(num_groups, dtype=torch.bool, device=device)
+    used[group] = True
+    used_ids = torch.nonzero(used).flatten()
+    if len(used_ids) * height <= max(4 * len(row), 1 << 16):
+        rank = torch.cumsum(used, 0) - 1
+        key = rank.index_select(0, group) * height + (row - row_lo)
+        size = len(used_ids) * height
+        left = torch.full((size,), big, dtype=torch.int64, device=device).scatter_reduce_(0, key, col, "amin")
+        right = torch.full((size,), -big, dtype=torch.int64, device=device).scatter_reduce_(0, key, col, "amax")
+        cells = torch.nonzero(left != big).flatten()  # sorted: group, then row
+        left, right = left.index_select(0, cells), right.index_select(0, cells)
+        g, r = used_ids.index_select(0, cells // height), cells % height + row_lo
+    else:
+        key, inv = torch.unique(group * height + (row - row_lo), return_inverse=True)  # sorted: group, then row
+        left = torch.full((len(key),), big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amin")
+        right = torch.full((len(key),), -big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amax")
+        g, r = key // height, key % height + row_lo
     lower = _minorant_integral2(g, r, left, num_groups)
     upper = -_minorant_integral2(g, r, -right, num_groups)
     return upper - lower, box

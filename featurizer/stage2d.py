@@ -20,7 +20,7 @@ import torch
 
 from featurizer.dataset.frames import describe_skipped, read_frame_checked
 from featurizer.fusion.base import Fusion, PointInstanceIndex, ViewBatch
-from featurizer.geometry import VoxelCuller, project_points
+from featurizer.geometry import VoxelCuller
 from featurizer.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     """
     device = torch.device(device)
     timings = {"decode": 0.0, "encode": 0.0, "map": 0.0, "fuse": 0.0}
-    index = PointInstanceIndex.from_scene(scene)
+    t_index = time.perf_counter()
+    index = PointInstanceIndex.from_scene(scene)  # per-scene setup, counted as mapping time
+    timings["map"] += time.perf_counter() - t_index
     fusion.start(len(scene.instances), encoder2d, device, instance_sizes=index.sizes)
     frames = scene.frames
     positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
@@ -106,9 +108,11 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
         features, records = fusion.finish(None)
         return Stage2DResult(features, records, timings)
 
+    t_setup = time.perf_counter()
     index.to(device)
     points = torch.from_numpy(scene.points[index.points.cpu().numpy()]).to(device)
-    culler = VoxelCuller(points)
+    culler = VoxelCuller(points)  # voxel boxes for the conservative culling of the exact mapping
+    timings["map"] += time.perf_counter() - t_setup
     opts = fusion.mapping_options
     batches = _batches(frames, positions, frame_batch)
     loader = _loader(frames, positions, frame_batch, num_workers)
@@ -129,15 +133,14 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
         timings["encode"] += t1 - t0
         poses = np.stack([frames[p].pose for p in pos])
         intr = np.stack([frames[p].intrinsics for p in pos])
-        # conservative frustum culling by voxels, then the exact mapping of the remaining points
-        depths = depths.to(device)
-        cand = culler.candidates(poses, intr, frames[pos[0]].image_size, opts["border"], depths,
-                                 opts["depth_mode"], opts["depth_tol"])
-        mapping = project_points(points, poses, intr, depths, **opts, candidates=cand)
+        # conservative culling by voxels (frustum, max-depth pyramid), then the exact mapping of the rest
+        mapping = culler.project(poses, intr, depths.to(device), **opts)
         rep, inst = index.expand(mapping.point_ids)
-        b = mapping.frame_index()[rep]
+        b, u, v = mapping.frame_index(), mapping.u, mapping.v
+        if not index.one_each:  # some points belong to several instances: one entry per pair
+            b, u, v = (x.index_select(0, rep) for x in (b, u, v))
         batch = ViewBatch(frames=list(pos), image_size=frames[pos[0]].image_size, inst=inst, b=b,
-                          u=mapping.u[rep], v=mapping.v[rep], tokens=tokens)
+                          u=u, v=v, tokens=tokens)
         t2 = time.perf_counter()
         timings["map"] += t2 - t1
         fusion.add(batch)

@@ -10,7 +10,9 @@ fixed random 16x16 patch tokens (the encoder is excluded). Both sides run the ``
 - reference: what Chat-Scene does: per frame a numpy projection of every point, then per (instance,
   frame) a Python set intersection, a convex hull (scipy's ConvexHull, as the reference, when scipy
   is installed; otherwise a Python monotone chain) and a numpy slice mean;
-- featurizer: ``featurizer.stage2d.run_2d`` with ``PaperFusion`` (its map + fuse time).
+- featurizer: ``featurizer.stage2d.run_2d`` with ``PaperFusion`` (its map + fuse time; map includes the
+  per-scene setup: the point -> instance index and the culling voxels, as the reference's time includes
+  its instance sets).
 
 Prints a Markdown table with both times, the speed-up and the max abs difference of the features.
 """

@@ -242,3 +242,47 @@ def test_voxel_culling_keeps_every_visible_point(mode, tol):
         b = sorted(zip(*(t.tolist() for t in sparse.frame(f))))
         assert a == b
     assert dense.counts().sum() > 500
+
+
+@pytest.mark.parametrize("mode,tol,border,seed", [("relative", 0.25, 10, 0), ("absolute", 0.05, 3, 1),
+                                                  ("relative", 0.02, 0, 2), ("absolute", 0.3, 7, 3)])
+def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed):
+    """VoxelCuller.project (two-level voxel culling + depth pyramid, then the exact test) against the
+    un-culled mapping: clustered points, depth maps made of the points' own depths (so many points sit
+    on the tolerance edge), pixels on the border edges, invalid depth, a non-finite pose."""
+    from featurizer.geometry import VoxelCuller
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-2, 2, size=(30, 3))
+    points = (centres[rng.integers(0, 30, 3000)] + rng.normal(scale=0.15, size=(3000, 3))).astype(np.float32)
+    n_frames = 7
+    poses = np.stack([look_at(rng.uniform(-4, 4, 3) + [0, 0, 1.0], rng.uniform(-1, 1, 3)) for _ in range(n_frames)])
+    poses[3, 0, 0] = np.nan
+    intr = np.stack([np.array([[45.0 + f, 0, 31.5], [0, 44.0, 23.5], [0, 0, 1]]) for f in range(n_frames)])
+    depths = np.zeros((n_frames, H, W), dtype=np.float32)
+    for f in range(n_frames):
+        w2c = np.linalg.inv(poses[f]) if f != 3 else np.eye(4)
+        cam = points.astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.round(intr[f][0, 0] * cam[:, 0] / z + intr[f][0, 2])
+            v = np.round(intr[f][1, 1] * cam[:, 1] / z + intr[f][1, 2])
+        ok = np.flatnonzero((z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H))
+        order = ok[np.argsort(-z[ok])]  # nearest last: a z-buffer of the points themselves
+        depths[f, v[order].astype(int), u[order].astype(int)] = z[order]
+        edge = ok[:: 7]  # depths exactly on the tolerance edge of some points
+        scale = (1 / (1 + tol)) if mode == "relative" else 1.0
+        depths[f, v[edge].astype(int), u[edge].astype(int)] = (z[edge] * scale - (tol if mode == "absolute" else 0))
+    depths[depths < 0] = 0
+    depths[:, ::5, ::3] = 0  # invalid pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = project_points(points, poses, intr, depths, depth_mode=mode, depth_tol=tol, border=border)
+        for vp in (4, 32):
+            culled = VoxelCuller(torch.from_numpy(points), voxel_points=vp).project(
+                poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol, border=border)
+            for f in range(n_frames):
+                a = sorted(zip(*(t.tolist() for t in dense.frame(f))))
+                b = sorted(zip(*(t.tolist() for t in culled.frame(f))))
+                assert a == b, (vp, f)
+    assert dense.counts()[3] == 0 and dense.counts().sum() > 300

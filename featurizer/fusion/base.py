@@ -40,15 +40,26 @@ class PointInstanceIndex:
         if len(ids) and (ids.min() < 0 or ids.max() >= num_points):
             bad = int(inst[np.flatnonzero((ids < 0) | (ids >= num_points))[0]])
             raise DataError(where, f"instance {bad} has point ids outside 0..{num_points - 1}")
-        n_inst = max(len(point_ids), 1)
-        key = np.unique(ids * n_inst + inst)  # sorted by point, then instance; duplicates dropped
-        pairs = np.stack([key // n_inst, key % n_inst], axis=1)
-        points, counts = np.unique(pairs[:, 0], return_counts=True)
         self.num_instances = len(point_ids)
+        per_point = np.bincount(ids, minlength=num_points) if len(ids) else np.zeros(num_points, np.int64)
+        if len(ids) == 0 or per_point.max() <= 1:
+            # the common case: every point in at most one instance, once (O(N), no sort)
+            points = np.flatnonzero(per_point)
+            owner = np.empty(num_points, dtype=np.int64)
+            owner[ids] = inst
+            pair_inst = owner[points]
+            counts = np.ones(len(points), dtype=np.int64)
+        else:
+            n_inst = max(len(point_ids), 1)
+            key = np.unique(ids * n_inst + inst)  # sorted by point, then instance; duplicates dropped
+            pairs = np.stack([key // n_inst, key % n_inst], axis=1)
+            points, counts = np.unique(pairs[:, 0], return_counts=True)
+            pair_inst = pairs[:, 1].copy()
         self.points = torch.from_numpy(points.astype(np.int64))
         self.ptr = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self.instances = torch.from_numpy(pairs[:, 1].copy())
-        self.sizes = torch.from_numpy(np.bincount(pairs[:, 1], minlength=len(point_ids)).astype(np.int64))
+        self.instances = torch.from_numpy(pair_inst.astype(np.int64))
+        self.sizes = torch.from_numpy(np.bincount(pair_inst, minlength=len(point_ids)).astype(np.int64))
+        self.one_each = bool(len(points) == len(pair_inst))  # every point in exactly one instance
 
     @classmethod
     def from_scene(cls, scene) -> PointInstanceIndex:
@@ -64,13 +75,14 @@ class PointInstanceIndex:
 
         Returns rep (M',) int64 position in ``local`` of each pair and inst (M',) int64 instance.
         """
-        start = self.ptr[local]
-        count = self.ptr[local + 1] - start
+        if self.one_each:
+            return torch.arange(len(local), device=local.device), self.instances.index_select(0, local)
+        start = self.ptr.index_select(0, local)
+        count = self.ptr.index_select(0, local + 1) - start
         rep = torch.repeat_interleave(torch.arange(len(local), device=local.device), count)
         total = len(rep)
-        first = torch.cumsum(count, 0) - count
-        within = torch.arange(total, device=local.device) - first[rep]
-        return rep, self.instances[start[rep] + within]
+        shift = start - (torch.cumsum(count, 0) - count)
+        return rep, self.instances.index_select(0, torch.arange(total, device=local.device) + shift.index_select(0, rep))
 
 
 @dataclass
