@@ -28,6 +28,11 @@ def _optional(node: DictConfig):
     return instantiate(node) if node is not None and node.get("_target_") else None
 
 
+def _choices() -> dict:
+    """The option picked in each config group (``dataset: synthetic``, ...), Hydra's own left out."""
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
 def featurize(cfg: DictConfig) -> dict:
     """One featurizer run; returns the run's summary (also written to <output_dir>/summary.json)."""
     import lightning as L
@@ -35,7 +40,8 @@ def featurize(cfg: DictConfig) -> dict:
     from featurizer.report import probe_run
     from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
     from featurizer.summary import format_summary, write_pictures
-    from featurizer.writer import OutputNames, ShardWriter, StageStore, config_hash, stage_hashes
+    from featurizer.writer import (OutputNames, ShardWriter, StageStore, atomic_write_text, config_hash,
+                                   stage_hashes)
 
     started = time.time()
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
@@ -56,9 +62,8 @@ def featurize(cfg: DictConfig) -> dict:
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
     store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None))
     names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
-    choices = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
     writer = ShardWriter(store, output_dir, reader.scene_ids, names,
-                         run_info={"choices": choices, "started_at": started, "output_dir": str(output_dir)})
+                         run_info={"choices": _choices(), "started_at": started, "output_dir": str(output_dir)})
     token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
                    if cfg.cache_tokens and encoder2d is not None else None)
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
@@ -72,7 +77,7 @@ def featurize(cfg: DictConfig) -> dict:
     if encoder2d is not None and cfg.pictures:
         summary["pictures"] = write_pictures(output_dir, reader, segmenter, encoder2d, fusion, cfg.pictures)
     summary["timings"]["total"] = time.time() - started
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(json.dumps(summary, indent=2), output_dir / "summary.json")
     print(format_summary(summary, output_dir))
     return summary
 
@@ -105,7 +110,7 @@ def main(cfg: DictConfig) -> dict | None:
             exc = exc.__cause__  # a part's constructor refused its input: show that one clear message
         if multirun:  # one failing job is recorded in its own folder and the sweep goes on
             failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                      "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}}
+                      "choices": _choices()}
             output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / "summary.json").write_text(json.dumps(failed, indent=2))
             traceback.print_exc()

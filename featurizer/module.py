@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from featurizer.scene import MIN_POINTS_3D, Scene, object_key
+from featurizer.scene import MIN_POINTS_3D, Scene, instance_boxes, object_key
 from featurizer.writer import StageStore
 
 
@@ -23,11 +23,11 @@ class SceneDataset(Dataset):
     """Scenes by index. Item: ``{"scene_id", "todo": [stages], "scene": Scene | None, "gt": list | None,
     "read_s": seconds}``; the scene is read and segmented only when ``todo`` is not empty."""
 
-    def __init__(self, reader, segmenter, store: StageStore, scene_ids: list[str] | None = None):
+    def __init__(self, reader, segmenter, store: StageStore):
         self.reader = reader
         self.segmenter = segmenter
         self.store = store
-        self.scene_ids = list(reader.scene_ids if scene_ids is None else scene_ids)
+        self.scene_ids = list(reader.scene_ids)
 
     def __len__(self) -> int:
         return len(self.scene_ids)
@@ -87,15 +87,13 @@ def stage3d(scene: Scene, gt: list | None, encoder3d, read_s: float = 0.0) -> di
     t2 = time.perf_counter()
     gt_payload = None
     if gt is not None:
-        gt_payload = {"labels": [g.label for g in gt],
-                      "locs": torch.from_numpy(Scene(scene.scene_id, scene.points, scene.colors, scene.axis_align,
-                                                     instances=gt).instance_boxes(aligned))}
+        gt_payload = {"labels": [g.label for g in gt], "locs": torch.from_numpy(instance_boxes(gt, aligned))}
     return {
         "coords": torch.from_numpy(aligned),
         "colors": torch.from_numpy(np.ascontiguousarray(scene.colors)),
         "labels": [inst.label for inst in scene.instances],
         "point_ids": [torch.from_numpy(inst.point_ids) for inst in scene.instances],
-        "locs": torch.from_numpy(scene.instance_boxes(aligned)),
+        "locs": torch.from_numpy(instance_boxes(scene.instances, aligned)),
         "gt": gt_payload,
         "feats": feats,
         "records": records,

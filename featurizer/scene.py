@@ -38,6 +38,13 @@ def box_center_size(points: np.ndarray) -> np.ndarray:
     return np.concatenate([(lo + hi) / 2.0, hi - lo]).astype(np.float32)
 
 
+def instance_boxes(instances: list, aligned: np.ndarray) -> np.ndarray:
+    """(I, 6) float32 boxes ``(center xyz, size xyz)`` of ``instances`` over (N, 3) ``aligned`` points."""
+    if not instances:
+        return np.zeros((0, 6), dtype=np.float32)
+    return np.stack([box_center_size(aligned[inst.point_ids]) for inst in instances])
+
+
 @dataclass
 class Instance:
     """One object instance.
@@ -156,10 +163,7 @@ class Scene:
 
     def instance_boxes(self, aligned: np.ndarray | None = None) -> np.ndarray:
         """(I, 6) float32 aligned boxes ``(center xyz, size xyz)`` in instance order."""
-        aligned = self.aligned_points() if aligned is None else aligned
-        if not self.instances:
-            return np.zeros((0, 6), dtype=np.float32)
-        return np.stack([box_center_size(aligned[inst.point_ids]) for inst in self.instances])
+        return instance_boxes(self.instances, self.aligned_points() if aligned is None else aligned)
 
     def warn(self, message: str) -> None:
         """Record a data problem in ``notes`` and emit it as a warning."""

@@ -22,6 +22,7 @@ import json
 import os
 import statistics
 import tempfile
+from contextlib import contextmanager
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -56,27 +57,30 @@ def stage_hashes(sections: dict[str, Any], with_2d: bool) -> dict[str, str]:
     return hashes
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+@contextmanager
+def _atomic(path: Path):
+    """Yields a temporary path in ``path``'s folder; renamed onto ``path`` only if the body succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    with _atomic(path) as tmp:
+        torch.save(obj, tmp)
+
+
 def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with _atomic(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 class StageStore:
@@ -109,11 +113,10 @@ class StageStore:
             return None
         return shard
 
-    def has(self, stage: str, scene_id: str) -> bool:
-        return self.load(stage, scene_id) is not None
-
     def missing_stages(self, scene_id: str) -> list[str]:
-        return [s for s in self.stages if not self.path(s, scene_id).exists() or not self.has(s, scene_id)]
+        """Stages without a shard for this configuration (the hash is part of the path, and shards are
+        written atomically, so existence is enough; :meth:`load` still checks the recorded hash)."""
+        return [s for s in self.stages if not self.path(s, scene_id).exists()]
 
     def save(self, stage: str, scene_id: str, payload: dict) -> None:
         atomic_save({**payload, "hash": self.hashes[stage], "scene_id": scene_id, "created": time.time()},
