@@ -143,6 +143,19 @@ def knn_accuracy(X, y, groups, k: int = 5, folds: int = 5) -> float:
     (fewer than 2 scenes). Labels are used as given: drop rare classes before (see
     :func:`probe_run`).
     """
+    return _cross_validated_accuracy(
+        X, y, groups, folds,
+        lambda tx, ty, sx, n_classes: _knn_predict(tx, ty, sx, k, n_classes),
+        lambda X, n_classes, n_splits: float(X.shape[0]) ** 2 * X.shape[1] / n_splits,
+    )
+
+
+def _cross_validated_accuracy(X, y, groups, folds: int, predict, work) -> float:
+    """Accuracy pooled over the test parts of :func:`group_folds` splits, NaN when there is none.
+
+    predict(train_x, train_y, test_x, n_classes) -> (T,) predicted codes;
+    work(X, n_classes, n_splits) -> multiply-adds per fold, for :func:`_single_thread_if_small`.
+    """
     X, codes, groups = _check_inputs(X, y, groups)
     splits = group_folds(groups, folds)
     if not splits:
@@ -150,9 +163,9 @@ def knn_accuracy(X, y, groups, k: int = 5, folds: int = 5) -> float:
     n_classes = int(codes.max()) + 1
     y_t = torch.from_numpy(codes)
     correct = total = 0
-    with _single_thread_if_small(float(X.shape[0]) ** 2 * X.shape[1] / len(splits)):
+    with _single_thread_if_small(work(X, n_classes, len(splits))):
         for train, test in splits:
-            pred = _knn_predict(X[train], y_t[train], X[test], k, n_classes)
+            pred = predict(X[train], y_t[train], X[test], n_classes)
             correct += int((pred == y_t[test]).sum())
             total += len(test)
     return correct / total
@@ -208,23 +221,19 @@ def linear_probe_accuracy(
     is fitted on the train part and scored on the test part. Returns the accuracy pooled over all
     test samples, or NaN when no split exists (fewer than 2 scenes).
     """
-    X, codes, groups = _check_inputs(X, y, groups)
-    splits = group_folds(groups, folds)
-    if not splits:
-        return float("nan")
-    n_classes = int(codes.max()) + 1
-    y_t = torch.from_numpy(codes)
-    correct = total = 0
-    with torch.enable_grad(), _single_thread_if_small(float(X.shape[0]) * X.shape[1] * n_classes):
-        for train, test in splits:
-            mean = X[train].mean(dim=0)
-            std = X[train].std(dim=0, unbiased=False).clamp_min(1e-6)
-            model = _fit_logistic((X[train] - mean) / std, y_t[train], n_classes, epochs, weight_decay, seed)
-            with torch.no_grad():
-                pred = model((X[test] - mean) / std).argmax(dim=1)
-            correct += int((pred == y_t[test]).sum())
-            total += len(test)
-    return correct / total
+
+    def predict(train_x, train_y, test_x, n_classes):
+        mean = train_x.mean(dim=0)
+        std = train_x.std(dim=0, unbiased=False).clamp_min(1e-6)
+        with torch.enable_grad():
+            model = _fit_logistic((train_x - mean) / std, train_y, n_classes, epochs, weight_decay, seed)
+        with torch.no_grad():
+            return model((test_x - mean) / std).argmax(dim=1)
+
+    return _cross_validated_accuracy(
+        X, y, groups, folds, predict,
+        lambda X, n_classes, n_splits: float(X.shape[0]) * X.shape[1] * n_classes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

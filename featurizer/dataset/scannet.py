@@ -149,6 +149,15 @@ def _numbered_files(folder: Path, extensions: tuple[str, ...], notes: list[str])
     return out
 
 
+def _has_ground_truth(d: Path, scene_id: str) -> bool:
+    """Whether scan folder ``d`` holds the aggregation and segs files; DataError when only one."""
+    agg, segs = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
+    if agg.is_file() != segs.is_file():
+        present, absent = (agg, segs) if agg.is_file() else (segs, agg)
+        raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
+    return agg.is_file()
+
+
 def _read_pose(path: Path) -> np.ndarray | None:
     """(4, 4) float64 camera-to-world of a pose file (``inf``/``nan`` kept); None when unreadable."""
     try:
@@ -290,11 +299,7 @@ class ScanNetReader:
             meta_path = d / f"{scene_id}.txt"
             meta = read_meta(meta_path)
             parse_axis_alignment(meta, meta_path)
-            agg, segs = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-            if agg.is_file() != segs.is_file():
-                present, absent = (agg, segs) if agg.is_file() else (segs, agg)
-                raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
-            need_labels |= agg.is_file()
+            need_labels |= _has_ground_truth(d, scene_id)
             self._check_frames(scene_id, meta, meta_path)
         if need_labels and not self.labels_tsv.is_file():
             raise DataError(
@@ -371,12 +376,9 @@ class ScanNetReader:
         return points, colors.astype(np.uint8)
 
     def _read_instances(self, d: Path, scene_id: str, num_points: int) -> list[Instance]:
-        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-        if not agg_path.is_file() and not segs_path.is_file():
+        if not _has_ground_truth(d, scene_id):
             return []
-        for present, absent in ((agg_path, segs_path), (segs_path, agg_path)):
-            if present.is_file() and not absent.is_file():
-                raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
+        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
         labels = self.labels()  # DataError when the tsv is missing, before parsing anything big
         segs = self._read_json(segs_path)
         if not isinstance(segs, dict) or "segIndices" not in segs:

@@ -172,20 +172,17 @@ class SensFile:
         self.color_width, self.color_height, self.depth_width, self.depth_height = values[66:70]
         self.depth_shift = float(values[70])
         self.header_num_frames = int(values[71])
-        if self.color_compression_type not in SUPPORTED_COLOR:
-            name = COLOR_COMPRESSION.get(self.color_compression_type, "invalid")
-            raise DataError(
-                self.path,
-                f"offset {fixed_at + 256}: unsupported colour compression {self.color_compression_type} "
-                f"({name}); supported: raw, png, jpeg",
-            )
-        if self.depth_compression_type not in SUPPORTED_DEPTH:
-            name = DEPTH_COMPRESSION.get(self.depth_compression_type, "invalid")
-            raise DataError(
-                self.path,
-                f"offset {fixed_at + 260}: unsupported depth compression {self.depth_compression_type} "
-                f"({name}); supported: raw_ushort, zlib_ushort",
-            )
+        for at, what, value, names, supported in (
+            (256, "colour", self.color_compression_type, COLOR_COMPRESSION, SUPPORTED_COLOR),
+            (260, "depth", self.depth_compression_type, DEPTH_COMPRESSION, SUPPORTED_DEPTH),
+        ):
+            if value not in supported:
+                allowed = ", ".join(names[c] for c in sorted(supported))
+                raise DataError(
+                    self.path,
+                    f"offset {fixed_at + at}: unsupported {what} compression {value} "
+                    f"({names.get(value, 'invalid')}); supported: {allowed}",
+                )
         if min(self.color_width, self.color_height, self.depth_width, self.depth_height) == 0:
             raise DataError(self.path, f"offset {fixed_at + 264}: zero image size in the header")
         if not (np.isfinite(self.depth_shift) and self.depth_shift > 0):

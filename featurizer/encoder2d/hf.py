@@ -45,14 +45,19 @@ class _Family:
     interpolate_kwarg: bool  # forward takes interpolate_pos_encoding (DINOv2 always interpolates)
 
 
-_DINOV2_PROCESSOR = dict(
-    size={"shortest_edge": 256},
-    crop_size={"height": 224, "width": 224},
-    do_center_crop=True,
-    resample=BICUBIC,
-    image_mean=list(IMAGENET_MEAN),
-    image_std=list(IMAGENET_STD),
-)
+def _crop_processor(shortest_edge: int, mean, std) -> dict:
+    """Model-card kwargs of a processor that resizes the shortest edge (bicubic), crops 224x224."""
+    return dict(
+        size={"shortest_edge": shortest_edge},
+        crop_size={"height": 224, "width": 224},
+        do_center_crop=True,
+        resample=BICUBIC,
+        image_mean=list(mean),
+        image_std=list(std),
+    )
+
+
+_DINOV2_PROCESSOR = _crop_processor(256, IMAGENET_MEAN, IMAGENET_STD)
 
 FAMILIES: dict[str, _Family] = {
     "dinov2": _Family(
@@ -71,14 +76,7 @@ FAMILIES: dict[str, _Family] = {
         "CLIPVisionConfig",
         ("clip", "clip_vision_model"),
         "CLIPImageProcessorPil",
-        dict(
-            size={"shortest_edge": 224},
-            crop_size={"height": 224, "width": 224},
-            do_center_crop=True,
-            resample=BICUBIC,
-            image_mean=list(OPENAI_CLIP_MEAN),
-            image_std=list(OPENAI_CLIP_STD),
-        ),
+        _crop_processor(224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
         True,
     ),
     "siglip": _Family(
