@@ -208,37 +208,6 @@ def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode
     return _mapping_from_pairs(sel, ids[sel], u, v, starts, device)
 
 
-def frustum_candidates(lo: torch.Tensor, hi: torch.Tensor, poses, intrinsics, image_size: tuple[int, int],
-                       border: int = 0, return_cam: bool = False):
-    """Conservative frustum culling of axis-aligned boxes: (F, K) bool, False only where box k has no
-    point that could project inside ``border <= u < W - border``, ``border <= v < H - border`` with
-    z > 0 in frame f (every corner is outside one of the frustum's planes, with a 1 px margin).
-
-    lo, hi: (K, 3) box corners (raw coordinates); poses (F, 4, 4) c2w; intrinsics (F, 3, 3).
-    With ``return_cam`` also the (F, K, 8, 3) float64 camera coordinates of the corners.
-    """
-    device = lo.device
-    poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
-    k = torch.as_tensor(intrinsics, device=device).to(torch.float64).reshape(-1, 3, 3)
-    finite = torch.isfinite(poses).flatten(1).all(1)
-    poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
-    w2c = torch.linalg.inv(poses)
-    sel = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], device=device, dtype=torch.bool)
-    corners = torch.where(sel[None], hi.to(torch.float64)[:, None], lo.to(torch.float64)[:, None])  # (K, 8, 3)
-    cam = torch.einsum("fij,kcj->fkci", w2c[:, :3, :3], corners) + w2c[:, None, None, :3, 3]
-    x, y, z = cam.unbind(-1)
-    fx, fy = k[:, 0, 0, None, None], k[:, 1, 1, None, None]
-    cx, cy = k[:, 0, 2, None, None], k[:, 1, 2, None, None]
-    width, height = image_size
-    a_lo, a_u, a_v = border - 1.0, width - border + 1.0, height - border + 1.0
-    planes = [z, fx * x + (cx - a_lo) * z, (a_u - cx) * z - fx * x, fy * y + (cy - a_lo) * z, (a_v - cy) * z - fy * y]
-    outside = torch.zeros(z.shape[:2], dtype=torch.bool, device=device)
-    for p in planes:
-        outside |= (p <= 0).all(-1)
-    cand = ~outside & finite[:, None]
-    return (cand, cam) if return_cam else cand
-
-
 class _DepthPyramid:
     """Max-depth pyramid of a batch of depth maps: level l holds the largest depth of every
     ``8 * 2**l`` pixel square tile (exact float32 values, invalid 0 never wins over a valid depth),
@@ -599,6 +568,20 @@ def _minorant_integral2(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, n
     return out
 
 
+def group_boxes(group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Box of each of many pixel sets: (G, 4) int64 ``(r0, r1, c0, c1)`` = min/max ``row`` and ``col``
+    over the pixels of set g (``group`` (P,) int64 in 0 .. G-1); undefined (+-int64 max) for empty sets."""
+    big = torch.iinfo(torch.int64).max
+    box = torch.empty(num_groups, 4, dtype=torch.int64, device=row.device)
+    box[:, 0::2] = big
+    box[:, 1::2] = -big
+    box[:, 0].scatter_reduce_(0, group, row, "amin")
+    box[:, 1].scatter_reduce_(0, group, row, "amax")
+    box[:, 2].scatter_reduce_(0, group, col, "amin")
+    box[:, 3].scatter_reduce_(0, group, col, "amax")
+    return box
+
+
 def grouped_hull_area2(
     group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -613,15 +596,7 @@ def grouped_hull_area2(
     """
     device = row.device
     big = torch.iinfo(torch.int64).max
-    box = torch.empty(num_groups, 4, dtype=torch.int64, device=device)
-    box[:, 0] = big
-    box[:, 2] = big
-    box[:, 1] = -big
-    box[:, 3] = -big
-    box[:, 0].scatter_reduce_(0, group, row, "amin")
-    box[:, 1].scatter_reduce_(0, group, row, "amax")
-    box[:, 2].scatter_reduce_(0, group, col, "amin")
-    box[:, 3].scatter_reduce_(0, group, col, "amax")
+    box = group_boxes(group, row, col, num_groups)
     if len(row) == 0:
         return torch.zeros(num_groups, dtype=torch.int64, device=device), box
     row_lo = int(row.min())

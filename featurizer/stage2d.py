@@ -78,9 +78,9 @@ def _batches(frames: list, positions: list[int], frame_batch: int) -> list[list[
     return out
 
 
-def _loader(frames: list, positions: list[int], frame_batch: int, num_workers: int, with_depth: bool = True):
+def _loader(frames: list, batches: list[list[int]], num_workers: int, with_depth: bool = True):
     return torch.utils.data.DataLoader(
-        _Frames(frames, with_depth), batch_sampler=_batches(frames, positions, frame_batch),
+        _Frames(frames, with_depth), batch_sampler=batches,
         num_workers=num_workers, collate_fn=_collate, pin_memory=False,
         persistent_workers=False)
 
@@ -109,13 +109,13 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
         return Stage2DResult(features, records, timings)
 
     t_setup = time.perf_counter()
+    points = torch.from_numpy(scene.points[index.points.numpy()]).to(device)
     index.to(device)
-    points = torch.from_numpy(scene.points[index.points.cpu().numpy()]).to(device)
     culler = VoxelCuller(points)  # voxel boxes for the conservative culling of the exact mapping
     timings["map"] += time.perf_counter() - t_setup
     opts = fusion.mapping_options
     batches = _batches(frames, positions, frame_batch)
-    loader = _loader(frames, positions, frame_batch, num_workers)
+    loader = _loader(frames, batches, num_workers)
     t_wait = time.perf_counter()
     skipped: dict[int, str] = {}
     for n_batch, (pos, colors, depths, bad) in enumerate(loader):
@@ -153,7 +153,8 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     def read_frames(wanted: list[int]):
         """Second pass over some frames (crop_encode): (positions, colour (B, H, W, 3) uint8)."""
         t = time.perf_counter()
-        for pos, colors, _, _ in _loader(frames, wanted, frame_batch, num_workers, with_depth=False):
+        for pos, colors, _, _ in _loader(frames, _batches(frames, wanted, frame_batch), num_workers,
+                                          with_depth=False):
             timings["decode"] += time.perf_counter() - t
             if pos:
                 yield pos, colors

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from featurizer.dataset.render import render_mesh  # noqa: E402
 from featurizer.encoder2d.base import PatchEncoder  # noqa: E402
 from featurizer.fusion.paper import PaperFusion  # noqa: E402
+from featurizer.geometry import convex_hull, polygon_area  # noqa: E402
 from featurizer.scene import Frame, Instance, Scene  # noqa: E402
 from featurizer.stage2d import run_2d  # noqa: E402
 
@@ -116,28 +117,6 @@ def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: f
     return Scene("scene_bench", points, np.zeros_like(points, dtype=np.uint8), instances=instances, frames=frames)
 
 
-def _monotone_area(pts: np.ndarray) -> tuple[float, np.ndarray]:
-    p = sorted(set(map(tuple, pts.tolist())))
-    if len(p) < 3:
-        return 0.0, np.asarray(p)
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower, upper = [], []
-    for q in p:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    for q in reversed(p):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    hull = np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)
-    x, y = hull[:, 0], hull[:, 1]
-    return abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0, hull
-
-
 def reference(scene: Scene, depths: list[np.ndarray], tokens: np.ndarray, use_scipy: bool,
               literal: bool = True) -> dict[int, np.ndarray]:
     """Chat-Scene's 2D fusion the way the reference code runs it: per frame a numpy projection, per
@@ -182,7 +161,8 @@ def reference(scene: Scene, depths: list[np.ndarray], tokens: np.ndarray, use_sc
                     continue
                 area, verts = hull.volume, pix[hull.vertices]
             else:
-                area, verts = _monotone_area(pix)
+                verts = convex_hull(pix)
+                area = polygon_area(verts)
             if area < (HEIGHT // 16) * (WIDTH // 16):
                 continue
             r0, r1 = int(verts[:, 0].min()), int(verts[:, 0].max())

@@ -200,6 +200,13 @@ class Fusion:
         key = batch.inst * batch.size + batch.b
         return torch.bincount(key, minlength=self.num_instances * batch.size).view(self.num_instances, batch.size)
 
+    def averaged(self, acc: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
+        """(I, D) float64 ``acc / weight`` per instance (``acc`` unchanged where ``weight`` is 0);
+        (I, 0) when no batch was accumulated (``acc`` None)."""
+        if acc is None:
+            return torch.zeros(self.num_instances, 0, dtype=torch.float64)
+        return acc / torch.where(weight > 0, weight, torch.ones_like(weight)).to(torch.float64)[:, None]
+
     def patch_pairs(self, batch: ViewBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Patch (row, col) of every pair through the encoder's exact preprocessing, and validity."""
         rows, cols, valid = self.encoder2d.pixel_to_patch(batch.u, batch.v, batch.image_size)

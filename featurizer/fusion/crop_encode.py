@@ -18,7 +18,8 @@ import torch
 
 from featurizer.errors import ConfigError
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.fusion.topk_views import _POS_BITS, merge_topk, ranking_key
+from featurizer.fusion.topk_views import key_positions, merge_topk, ranking_key
+from featurizer.geometry import group_boxes
 
 
 def crop_boxes(box: tuple[int, int, int, int], levels: int, expansion: float,
@@ -73,14 +74,7 @@ class CropEncode(Fusion):
         bsz = batch.size
         n_groups = self.num_instances * bsz
         group = batch.inst * bsz + batch.b
-        big = torch.iinfo(torch.int64).max
-        box = torch.empty(n_groups, 4, dtype=torch.int64, device=group.device)  # u0, v0, u1, v1
-        box[:, :2] = big
-        box[:, 2:] = -big
-        box[:, 0].scatter_reduce_(0, group, batch.u, "amin")
-        box[:, 1].scatter_reduce_(0, group, batch.v, "amin")
-        box[:, 2].scatter_reduce_(0, group, batch.u, "amax")
-        box[:, 3].scatter_reduce_(0, group, batch.v, "amax")
+        box = group_boxes(group, batch.u, batch.v, n_groups)[:, [0, 2, 1, 3]]  # u0, v0, u1, v1
         key = ranking_key(counts, batch.frames, self.min_points)
         self.best_key, self.best_box = merge_topk(self.best_key, key, self.k,
                                                   (self.best_box, box.view(self.num_instances, bsz, 4)))
@@ -94,7 +88,7 @@ class CropEncode(Fusion):
 
     def _finish(self, read_frames=None):
         ok = (self.best_key >= 0).cpu()
-        pos = ((1 << _POS_BITS) - 1 - (self.best_key & ((1 << _POS_BITS) - 1))).cpu()
+        pos = key_positions(self.best_key).cpu()
         boxes = self.best_box.cpu()
         wanted: dict[int, list[tuple[int, tuple]]] = {}
         for i, slot in torch.nonzero(ok).tolist():

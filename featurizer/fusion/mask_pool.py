@@ -79,8 +79,6 @@ class MaskPool(Fusion):
 
     def _finish(self, read_frames=None):
         has = self.weight > 0
-        dim = 0 if self.acc is None else self.acc.shape[1]
-        acc = self.acc if self.acc is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64)
-        feats = acc / self.weight.clamp(min=1).to(torch.float64)[:, None]
+        feats = self.averaged(self.acc, self.weight)
         reasons = {i: "no visible point inside the encoded region" for i in range(self.num_instances)}
         return feats, has, self.views, reasons

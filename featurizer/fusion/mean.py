@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import box_sums, cell_rects
+from featurizer.geometry import box_sums, cell_rects, group_boxes
 
 
 class MeanFusion(Fusion):
@@ -36,15 +36,8 @@ class MeanFusion(Fusion):
         pr, pc, valid = self.patch_pairs(batch)
         group = batch.inst * bsz + batch.b
         sel = cand[group] & valid
-        g, pr, pc = group[sel], pr[sel], pc[sel]
-        big = torch.iinfo(torch.int64).max
-        box = torch.empty(n_groups, 4, dtype=torch.int64, device=g.device)
-        box[:, 0::2] = big
-        box[:, 1::2] = -big
-        box[:, 0].scatter_reduce_(0, g, pr, "amin")
-        box[:, 1].scatter_reduce_(0, g, pr, "amax")
-        box[:, 2].scatter_reduce_(0, g, pc, "amin")
-        box[:, 3].scatter_reduce_(0, g, pc, "amax")
+        g = group[sel]
+        box = group_boxes(g, pr[sel], pc[sel], n_groups)
         gk = torch.unique(g)
         r0, r1, c0, c1 = box[gk].unbind(1)
         sums = box_sums(tokens, gk % bsz, r0, r1 + 1, c0, c1 + 1)
@@ -72,8 +65,6 @@ class MeanFusion(Fusion):
 
     def _finish(self, read_frames=None):
         has = self.views > 0
-        dim = 0 if self.acc is None else self.acc.shape[1]
-        acc = self.acc if self.acc is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64)
-        feats = acc / self.views.clamp(min=1).to(torch.float64)[:, None]
+        feats = self.averaged(self.acc, self.views)
         reasons = {i: "no visible point inside the encoded region" for i in range(self.num_instances)}
         return feats, has, self.views, reasons

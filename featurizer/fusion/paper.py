@@ -93,8 +93,6 @@ class PaperFusion(Fusion):
 
     def _finish(self, read_frames=None):
         has = self.area_sum > 0
-        dim = 0 if self.acc is None else self.acc.shape[1]
-        acc = self.acc if self.acc is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64)
-        feats = acc / torch.where(has, self.area_sum, torch.ones_like(self.area_sum))[:, None]
+        feats = self.averaged(self.acc, self.area_sum)
         reasons = {i: "no view passed the area cut" for i in range(self.num_instances)}
         return feats, has, self.views, reasons

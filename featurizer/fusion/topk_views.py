@@ -40,6 +40,11 @@ def ranking_key(counts: torch.Tensor, positions: list[int], min_points: int) -> 
     return torch.where(counts >= min_points, key, torch.full_like(key, -1))
 
 
+def key_positions(key: torch.Tensor) -> torch.Tensor:
+    """The frame positions encoded in ranking keys (meaningful where ``key >= 0``)."""
+    return (1 << _POS_BITS) - 1 - (key & ((1 << _POS_BITS) - 1))
+
+
 class TopKViews(Fusion):
     """Mask pooling over the ``k`` views with the most visible points of the instance."""
 
@@ -71,7 +76,7 @@ class TopKViews(Fusion):
 
     def chosen_frames(self) -> dict[int, list[int]]:
         """Frame positions chosen for each instance, best first."""
-        pos = (1 << _POS_BITS) - 1 - (self.best_key & ((1 << _POS_BITS) - 1))
+        pos = key_positions(self.best_key)
         ok = self.best_key >= 0
         return {i: pos[i][ok[i]].tolist() for i in range(self.num_instances)}
 
