@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featurizer.dataset.render import render_mesh  # noqa: E402
+from featurizer.dataset.frames import MemorySource  # noqa: E402
+from featurizer.dataset.render import box_mesh, look_at, render_mesh  # noqa: E402
 from featurizer.encoder2d.base import PatchEncoder  # noqa: E402
 from featurizer.fusion.paper import PaperFusion  # noqa: E402
 from featurizer.geometry import convex_hull, polygon_area  # noqa: E402
@@ -61,31 +62,6 @@ class FixedTokens(PatchEncoder):
         return out
 
 
-class MemoryFrame:
-    def __init__(self, color, depth):
-        self.color, self.depth = color, depth
-
-    def __call__(self, frame):
-        return self.color, self.depth
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, np.cross(z, x), z, eye
-    return pose
-
-
-def box_mesh(lo, hi):
-    v = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-    return v, np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])
-
-
 def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: float = 3.5) -> Scene:
     rng = np.random.default_rng(seed)
     per = n_points // n_inst
@@ -112,7 +88,7 @@ def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: f
         eye = np.array([1.1 * room * np.cos(a), 1.1 * room * np.sin(a), 1.5 + 0.3 * np.sin(5 * a)])
         pose = look_at(eye, np.append(rng.uniform(-room / 2, room / 2, 2), 0.4))
         color, depth = render_mesh(verts, faces, vcols, pose, k, WIDTH, HEIGHT)
-        frames.append(Frame(j, pose, k, (WIDTH, HEIGHT), source=MemoryFrame(color, depth)))
+        frames.append(Frame(j, pose, k, (WIDTH, HEIGHT), source=MemorySource(color, depth)))
     points = np.concatenate(points)
     return Scene("scene_bench", points, np.zeros_like(points, dtype=np.uint8), instances=instances, frames=frames)
 
@@ -236,7 +212,7 @@ def main() -> None:
     print(f"| featurizer (run_2d + PaperFusion, CPU, {torch.get_num_threads()} threads) | {best:.3f} | "
           f"{t_ref / best:.0f}x (vs tuned: {t_tuned / best:.1f}x) |")
     print(f"\nsame instances with a feature: {same_keys}; max abs diff of the features: {diff:.2e}")
-    print(f"featurizer timings (s): " + ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
+    print("featurizer timings (s): " + ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
 
 
 if __name__ == "__main__":

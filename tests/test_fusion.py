@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from featurizer.dataset.frames import MemorySource
+from featurizer.dataset.render import box_mesh, look_at
 from featurizer.encoder2d.base import PatchEncoder
 from featurizer.fusion.base import PointInstanceIndex, ViewBatch
 from featurizer.fusion.crop_encode import CropEncode, crop_boxes, pad_square
@@ -98,39 +100,11 @@ class GridFake(PatchEncoder):
 # A synthetic scene: coloured boxes in a room, RGB-D frames rendered around it
 
 
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
-    return pose
-
-
-def box_mesh(lo, hi):
-    v = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-    return v, np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])
-
-
 def surface_points(lo, hi, n, rng):
     p = rng.uniform(lo, hi, size=(n, 3))
     axis, side = rng.integers(0, 3, n), rng.integers(0, 2, n)
     p[np.arange(n), axis] = np.where(side == 1, np.asarray(hi)[axis], np.asarray(lo)[axis])
     return p
-
-
-class MemoryFrame:
-    """A picklable frame source holding its images in memory."""
-
-    def __init__(self, color, depth):
-        self.color, self.depth = color, depth
-
-    def __call__(self, frame):
-        return self.color, self.depth
 
 
 def synthetic_scene(n_boxes=14, n_frames=10, pts_per_box=900, seed=0, unseen=True) -> Scene:
@@ -170,7 +144,7 @@ def synthetic_scene(n_boxes=14, n_frames=10, pts_per_box=900, seed=0, unseen=Tru
         eye = [5.0 * np.cos(a), 5.0 * np.sin(a), 1.6 + 0.3 * np.sin(3 * a)]
         pose = look_at(eye, rng.uniform(-0.8, 0.8, 3) * [1, 1, 0.3])
         color, depth = render_mesh(verts, faces, vcols, pose, k, 640, 480)
-        frames.append(Frame(j, pose, k, (640, 480), source=MemoryFrame(color, depth)))
+        frames.append(Frame(j, pose, k, (640, 480), source=MemorySource(color, depth)))
     return Scene("scene0000_00", points, colors, instances=instances, frames=frames)
 
 

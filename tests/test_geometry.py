@@ -9,26 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
 from featurizer.geometry import (box_sums, convex_hull, grouped_hull_area2, polygon_area,
                                  project_points)
 
 W, H = 64, 48
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world pose of an OpenCV camera (x right, y down, z forward) at ``eye`` looking at ``target``."""
-    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-9:
-        x = np.cross(z, [0.0, 1.0, 0.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
-    return pose
 
 
 def brute_force(points, poses, intr, depths, mode, tol, border):
@@ -111,15 +97,6 @@ def test_bad_depth_mode_is_a_config_error():
         project_points(np.zeros((1, 3)), np.eye(4)[None], np.eye(3)[None], np.ones((1, 4, 4)), depth_mode="nearest")
 
 
-def _box_mesh(lo, hi):
-    """Vertices (8, 3) and faces (12, 3) of an axis-aligned box."""
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    v = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
-    faces = [f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))]
-    return v, np.array(faces)
-
-
 def _surface_points(lo, hi, n, rng):
     """n points uniformly on the surface of a box."""
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
@@ -136,8 +113,8 @@ def test_depth_test_on_rendered_occluder():
     rng = np.random.default_rng(0)
     occ_lo, occ_hi = (-1.0, -1.0, 0.8), (1.0, 1.0, 1.2)  # a wide slab
     hid_lo, hid_hi = (-0.3, -0.3, -0.5), (0.3, 0.3, 0.1)  # a small box right below it
-    v1, f1 = _box_mesh(occ_lo, occ_hi)
-    v2, f2 = _box_mesh(hid_lo, hid_hi)
+    v1, f1 = box_mesh(occ_lo, occ_hi)
+    v2, f2 = box_mesh(hid_lo, hid_hi)
     verts = np.concatenate([v1, v2])
     faces = np.concatenate([f1, f2 + len(v1)])
     colors = np.full((len(verts), 3), 128, np.uint8)
@@ -220,7 +197,7 @@ def test_voxel_culling_keeps_every_visible_point(mode, tol):
     for i in range(12):
         lo = np.append(rng.uniform(-2, 1.5, 2), rng.uniform(0, 0.5))
         hi = lo + rng.uniform(0.2, 0.8, 3)
-        v, f = _box_mesh(lo, hi)
+        v, f = box_mesh(lo, hi)
         faces.append(f + 8 * i)
         verts.append(v)
         points.append(_surface_points(lo, hi, 400, rng))

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featurizer.dataset.render import render_mesh
+from featurizer.dataset.render import look_at, render_mesh
 from featurizer.dataset.synthetic import (
     CLASSES,
     DONE_MARKER,
     RAW_LABELS,
     SyntheticScanNet,
-    _look_at,
     generate_dataset,
     generate_scene,
 )
@@ -71,7 +70,7 @@ def test_render_tilted_plane_matches_ray_intersection():
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
     faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
     eye = np.array([0.3, -0.2, 1.5])
-    pose = _look_at(eye, np.array([1.0, 2.5, 0.0]))
+    pose = look_at(eye, np.array([1.0, 2.5, 0.0]))
     _, depth = render_mesh(verts, faces, np.full((len(verts), 3), 90, np.uint8), pose, K320, 320, 240)
     rays = _ray_dirs(K320, 320, 240) @ pose[:3, :3].T  # world directions, camera z = 1
     with np.errstate(divide="ignore"):

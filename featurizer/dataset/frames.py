@@ -162,3 +162,14 @@ def describe_skipped(skipped: dict[int, str], limit: int = 10) -> str | None:
         shown = ", ".join(map(str, indices[:limit])) + more
         parts.append(f"{reason}: {shown}")
     return f"skipped {len(skipped)} frame(s) at read time: " + "; ".join(parts)
+
+
+class MemorySource:
+    """A picklable ``Frame.source`` holding one frame's colour (H, W, 3) uint8 and depth (H, W) metres
+    in memory (rendered frames in tests and benchmarks)."""
+
+    def __init__(self, color: np.ndarray, depth: np.ndarray):
+        self.color, self.depth = color, depth
+
+    def __call__(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        return self.color, self.depth

@@ -205,3 +205,27 @@ def render_mesh(
     hit = izbuf > 0
     depth[hit] = 1.0 / izbuf[hit]
     return color, depth.astype(np.float32).reshape(height, width)
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """(4, 4) camera-to-world of an OpenCV camera (x right, y down, z forward) at ``eye`` looking at
+    ``target``, ``up`` the world's up direction (another axis is used when they are parallel)."""
+    eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
+    z = target - eye
+    z = z / np.linalg.norm(z)
+    x = np.cross(z, up)
+    if np.linalg.norm(x) < 1e-9:
+        x = np.cross(z, [0.0, 1.0, 0.0])
+    x = x / np.linalg.norm(x)
+    y = np.cross(z, x)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, y, z, eye
+    return pose
+
+
+def box_mesh(lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (8, 3) and faces (12, 3) of the axis-aligned box [lo, hi]."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    v = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    return v, np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])

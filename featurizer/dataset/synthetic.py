@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.labels import TSV_NAME
-from featurizer.dataset.render import render_mesh
+from featurizer.dataset.render import look_at, render_mesh
 from featurizer.dataset.scannet import AGG_SUFFIX, PLY_SUFFIX, SEGS_SUFFIX, ScanNetReader
 from featurizer.errors import ConfigError
 
@@ -323,18 +323,6 @@ def write_labels_tsv(path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """(4, 4) camera-to-world of an OpenCV camera at ``eye`` looking at ``target``, z up in the world."""
-    zf = target - eye
-    zf = zf / np.linalg.norm(zf)
-    xr = np.cross(zf, [0.0, 0.0, 1.0])
-    xr = xr / np.linalg.norm(xr)
-    yd = np.cross(zf, xr)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = xr, yd, zf, eye
-    return pose
-
-
 def _fmt(m: np.ndarray) -> str:
     return "\n".join(" ".join(f"{x:.9g}" for x in row) for row in m) + "\n"
 
@@ -362,7 +350,7 @@ def _stream_poses(views: list, poses: list, to_raw: np.ndarray) -> list[np.ndarr
         out.append(_f32(pose))
         for j in range(1, FRAME_STEP):
             t = j / FRAME_STEP
-            out.append(_f32(to_raw @ _look_at(eye + t * (eye1 - eye), target + t * (target1 - target))))
+            out.append(_f32(to_raw @ look_at(eye + t * (eye1 - eye), target + t * (target1 - target))))
     return out
 
 
@@ -629,7 +617,7 @@ def generate_scene(
         eye = np.array([(hx - 0.5) * math.cos(phi), (hy - 0.5) * math.sin(phi), 1.5])
         eye += rng.uniform(-0.1, 0.1, 3)
         target = np.array([rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.4, 0.8)])
-        pose_raw = to_raw @ _look_at(eye, target)
+        pose_raw = to_raw @ look_at(eye, target)
         if write_sens:
             pose_raw = _f32(pose_raw)
         k = i * FRAME_STEP
