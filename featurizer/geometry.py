@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from featurizer import kernels
 from featurizer.errors import ConfigError
 
 DEPTH_MODES = ("relative", "absolute")
@@ -117,9 +118,7 @@ def project_points(
     border = int(border)
     for f0 in range(0, num_frames, chunk):
         f1 = min(num_frames, f0 + chunk)
-        rot, trans = world_to_cam[f0:f1, :3, :3], world_to_cam[f0:f1, :3, 3]
-        cam = torch.einsum("fij,nj->fni", rot, pts) + trans[:, None, :]  # (f, N, 3)
-        x, y, z = cam.unbind(-1)
+        x, y, z = _to_camera(pts, world_to_cam[f0:f1, None])  # (f, N) each
         fx, fy = k[f0:f1, 0, 0, None], k[f0:f1, 1, 1, None]
         cx, cy = k[f0:f1, 0, 2, None], k[f0:f1, 1, 2, None]
         u = torch.round(fx * x / z + cx)
@@ -149,6 +148,20 @@ def project_points(
     )
 
 
+def _to_camera(pts: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Camera coordinates x, y, z of (N, 3) float64 points under world-to-camera ``w2c`` (..., 4, 4):
+    ``x = ((r00 px + r01 py) + r02 pz) + t0`` elementwise, in this order and without fused
+    multiply-adds (no matmul), so that every path (this one on CPU or GPU, the compiled kernels of
+    :mod:`featurizer.kernels`) gives the same bits. Shapes broadcast: (N,) for one frame, (F, N)
+    for w2c (F, 1, 4, 4)."""
+    px, py, pz = pts[:, 0], pts[:, 1], pts[:, 2]
+    out = []
+    for i in range(3):
+        r = w2c[..., i, :]
+        out.append(((r[..., 0] * px + r[..., 1] * py) + r[..., 2] * pz) + r[..., 3])
+    return out[0], out[1], out[2]
+
+
 def _pairs_visible(pts: torch.Tensor, starts: list[int], world_to_cam: torch.Tensor, k: torch.Tensor,
                    depths: torch.Tensor, depth_mode: str, depth_tol: float,
                    border: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,8 +171,7 @@ def _pairs_visible(pts: torch.Tensor, starts: list[int], world_to_cam: torch.Ten
     world_to_cam (F, 4, 4) and k (F, 3, 3) float64; depths (F, H, W) metres.
     Returns sel (K,) int64 positions of the kept pairs (increasing), u, v (K,) int64 their pixels.
     The float64 arithmetic is the same, operation for operation, as the full projection's
-    (``p_cam = p @ R^T + t``, ``round(fx * x / z + cx)``), so the kept pairs and pixels are
-    bit-identical to it.
+    (:func:`_to_camera`, ``round(fx * x / z + cx)``), so the kept pairs and pixels are bit-identical to it.
     """
     height, width = depths.shape[-2:]
     m = len(pts)
@@ -172,9 +184,7 @@ def _pairs_visible(pts: torch.Tensor, starts: list[int], world_to_cam: torch.Ten
         a, b = starts[f], starts[f + 1]
         if a == b:
             continue
-        w2c = world_to_cam[f]
-        cam = pts[a:b] @ w2c[:3, :3].T + w2c[:3, 3]
-        x, y, zf = cam.unbind(-1)
+        x, y, zf = _to_camera(pts[a:b], world_to_cam[f])
         torch.round(k[f, 0, 0] * x / zf + k[f, 0, 2], out=u[a:b])
         torch.round(k[f, 1, 1] * y / zf + k[f, 1, 2], out=v[a:b])
         z[a:b] = zf
@@ -429,10 +439,13 @@ class VoxelCuller:
         return [ids[starts[f]:starts[f + 1]] for f in range(len(starts) - 1)]
 
     def project(self, poses, intrinsics, depths: torch.Tensor, *, depth_mode: str = "relative",
-                depth_tol: float = 0.25, border: int = 10) -> Mapping:
+                depth_tol: float = 0.25, border: int = 10, backend: str = "auto") -> Mapping:
         """The exact depth-tested mapping of the culler's points, as :func:`project_points` gives it
         (entries in culling order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
-        (F, H, W) metres. Point ids index the ``points`` the culler was built from."""
+        (F, H, W) metres. Point ids index the ``points`` the culler was built from.
+
+        backend: ``auto`` (the compiled kernels of :mod:`featurizer.kernels` on CPU when numba is
+        installed, else torch), ``torch`` or ``numba``; all give the same mapping."""
         check_mapping_options(depth_mode, depth_tol, border)
         depths = torch.as_tensor(depths, device=self.points.device)
         if depths.dim() == 2:
@@ -441,6 +454,8 @@ class VoxelCuller:
         if len(torch.as_tensor(poses).reshape(-1, 4, 4)) != num_frames or \
                 len(torch.as_tensor(intrinsics).reshape(-1, 3, 3)) != num_frames:
             raise ValueError(f"{num_frames} depth maps but {len(poses)} poses and {len(intrinsics)} intrinsics")
+        if _use_kernels(backend, self.points.device):
+            return self._project_compiled(poses, intrinsics, depths, depth_mode, depth_tol, border)
         pos, starts, w2c, k, finite = self._pairs(poses, intrinsics, (width, height), border, depths,
                                                   depth_mode, depth_tol)
         if not bool(finite.all()):
@@ -451,6 +466,46 @@ class VoxelCuller:
                                    float(depth_tol), int(border))
         ids = self.order.index_select(0, pos.index_select(0, sel))
         return _mapping_from_pairs(sel, ids, u, v, starts, self.points.device)
+
+
+    def _project_compiled(self, poses, intrinsics, depths, depth_mode, depth_tol, border) -> Mapping:
+        poses = torch.as_tensor(poses).to(torch.float64).reshape(-1, 4, 4)
+        k = torch.as_tensor(intrinsics).to(torch.float64).reshape(-1, 3, 3)
+        finite = torch.isfinite(poses).flatten(1).all(1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten().tolist()
+            warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})",
+                          stacklevel=3)
+            poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64))
+        w2c = torch.linalg.inv(poses).numpy()
+        k4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1).numpy()
+        pos, u, v, counts = kernels.map_frames(
+            self.points.numpy(), self.ptr.numpy(), self.center.numpy(), self.half.numpy(),
+            self.coarse_center.numpy(), self.coarse_half.numpy(), self.coarse_ptr.numpy(), w2c, k4,
+            depths.numpy(), finite.numpy(), border, depth_mode == "relative", depth_tol,
+            threads=torch.get_num_threads())
+        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+        offsets[1:] = torch.from_numpy(np.cumsum(counts))
+        return Mapping(self.order.index_select(0, torch.from_numpy(pos)), torch.from_numpy(u), torch.from_numpy(v),
+                       offsets)
+
+
+BACKENDS = ("auto", "torch", "numba")
+
+
+def _use_kernels(backend: str, device: torch.device) -> bool:
+    """Whether to run the compiled CPU kernels (:mod:`featurizer.kernels`) rather than the torch code."""
+    if backend not in BACKENDS:
+        raise ConfigError("backend", f"unknown backend '{backend}' (one of {BACKENDS})")
+    if backend == "torch":
+        return False
+    if backend == "numba":
+        if not kernels.available():
+            raise ConfigError("backend", "numba is not installed (pip install numba)")
+        if device.type != "cpu":
+            raise ConfigError("backend", f"the numba kernels run on CPU, not {device}")
+        return True
+    return device.type == "cpu" and kernels.available()
 
 
 def _segment_bounds(values: torch.Tensor, seg: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -583,7 +638,7 @@ def group_boxes(group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_g
 
 
 def grouped_hull_area2(
-    group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int
+    group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int, backend: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Convex hull of many pixel sets at once: twice the area (exact) and the box of each set.
 
@@ -593,8 +648,13 @@ def grouped_hull_area2(
     with the points sorted by row), so the area is the integral of their difference.
     Returns area2 (G,) int64 (0 for empty, single-row, single-column or otherwise collinear sets)
     and box (G, 4) int64 ``(r0, r1, c0, c1)`` = min/max row and column (undefined for empty sets).
+    backend: ``auto`` (the compiled monotone chain of :mod:`featurizer.kernels` on CPU when numba is
+    installed), ``torch`` (the parallel pruning below) or ``numba``; all give the same numbers.
     """
     device = row.device
+    if _use_kernels(backend, device):
+        area2, box = kernels.group_hulls(group.numpy(), row.numpy(), col.numpy(), num_groups)
+        return torch.from_numpy(area2), torch.from_numpy(box)
     big = torch.iinfo(torch.int64).max
     box = group_boxes(group, row, col, num_groups)
     if len(row) == 0:

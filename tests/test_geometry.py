@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from featurizer import kernels
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
 from featurizer.geometry import (box_sums, convex_hull, grouped_hull_area2, polygon_area,
                                  project_points)
 
 W, H = 64, 48
+# the torch code and the compiled CPU kernels (featurizer.kernels) must give the same numbers
+BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not kernels.available(),
+                                                                     reason="numba is not installed"))]
 
 
 def brute_force(points, poses, intr, depths, mode, tol, border):
@@ -137,7 +141,8 @@ def test_depth_test_on_rendered_occluder():
     assert np.isin(hidden, m_loose.frame(0)[0].numpy()).sum() > 100
 
 
-def test_grouped_hull_matches_monotone_chain():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_grouped_hull_matches_monotone_chain(backend):
     rng = np.random.default_rng(3)
     groups, rows, cols = [], [], []
     cases = []
@@ -165,12 +170,13 @@ def test_grouped_hull_matches_monotone_chain():
         cols.append(c)
     perm = rng.permutation(sum(map(len, rows)))
     g_t, r_t, c_t = (torch.from_numpy(np.concatenate(a)[perm].astype(np.int64)) for a in (groups, rows, cols))
-    area2, box = grouped_hull_area2(g_t, r_t, c_t, len(cases) + 1)
+    area2, box = grouped_hull_area2(g_t, r_t, c_t, len(cases) + 1, backend=backend)
     for g, (r, c) in enumerate(cases):
         hull = convex_hull(np.stack([r, c], 1))
         assert area2[g].item() == round(2 * polygon_area(hull)), g
         assert box[g].tolist() == [r.min(), r.max(), c.min(), c.max()]
     assert area2[-1].item() == 0  # an empty group
+    assert area2.dtype == box.dtype == torch.int64
     assert polygon_area(convex_hull(np.array([[0, 0], [0, 10], [10, 0], [10, 10], [5, 5]]))) == 100.0
 
 
@@ -221,12 +227,15 @@ def test_voxel_culling_keeps_every_visible_point(mode, tol):
     assert dense.counts().sum() > 500
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode,tol,border,seed", [("relative", 0.25, 10, 0), ("absolute", 0.05, 3, 1),
                                                   ("relative", 0.02, 0, 2), ("absolute", 0.3, 7, 3)])
-def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed):
+def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, backend):
     """VoxelCuller.project (two-level voxel culling + depth pyramid, then the exact test) against the
     un-culled mapping: clustered points, depth maps made of the points' own depths (so many points sit
-    on the tolerance edge), pixels on the border edges, invalid depth, a non-finite pose."""
+    on the tolerance edge), pixels on the border edges, invalid depth, a non-finite pose, a NaN depth
+    pixel, a camera inside the cloud (voxels straddling z = 0); entries in the same order (frame,
+    then culling order) with either backend."""
     from featurizer.geometry import VoxelCuller
 
     rng = np.random.default_rng(seed)
@@ -235,6 +244,7 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed):
     n_frames = 7
     poses = np.stack([look_at(rng.uniform(-4, 4, 3) + [0, 0, 1.0], rng.uniform(-1, 1, 3)) for _ in range(n_frames)])
     poses[3, 0, 0] = np.nan
+    poses[6] = look_at(centres[0], centres[1])  # the camera sits in a cluster
     intr = np.stack([np.array([[45.0 + f, 0, 31.5], [0, 44.0, 23.5], [0, 0, 1]]) for f in range(n_frames)])
     depths = np.zeros((n_frames, H, W), dtype=np.float32)
     for f in range(n_frames):
@@ -252,14 +262,33 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed):
         depths[f, v[edge].astype(int), u[edge].astype(int)] = (z[edge] * scale - (tol if mode == "absolute" else 0))
     depths[depths < 0] = 0
     depths[:, ::5, ::3] = 0  # invalid pixels
+    depths[5, 20, 30] = np.nan  # no depth culling in frame 5; the pixel itself never passes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dense = project_points(points, poses, intr, depths, depth_mode=mode, depth_tol=tol, border=border)
         for vp in (4, 32):
-            culled = VoxelCuller(torch.from_numpy(points), voxel_points=vp).project(
-                poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol, border=border)
+            culler = VoxelCuller(torch.from_numpy(points), voxel_points=vp)
+            culled = culler.project(poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol,
+                                    border=border, backend=backend)
             for f in range(n_frames):
                 a = sorted(zip(*(t.tolist() for t in dense.frame(f))))
                 b = sorted(zip(*(t.tolist() for t in culled.frame(f))))
                 assert a == b, (vp, f)
+            if backend != "torch":  # the same entries in the same order as the torch code
+                ref = culler.project(poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol,
+                                     border=border, backend="torch")
+                for x, y in zip((ref.point_ids, ref.u, ref.v, ref.offsets),
+                                (culled.point_ids, culled.u, culled.v, culled.offsets)):
+                    assert torch.equal(x, y)
     assert dense.counts()[3] == 0 and dense.counts().sum() > 300
+
+
+def test_unknown_backend_is_refused():
+    from featurizer.geometry import VoxelCuller
+
+    g = torch.zeros(3, dtype=torch.int64)
+    with pytest.raises(ConfigError, match="backend"):
+        grouped_hull_area2(g, g, g, 1, backend="cuda-kernels")
+    with pytest.raises(ConfigError, match="backend"):
+        VoxelCuller(torch.zeros(4, 3)).project(np.eye(4)[None], np.eye(3)[None], torch.ones(1, 8, 8),
+                                               backend="fast")
