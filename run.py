@@ -37,6 +37,7 @@ def featurize(cfg: DictConfig) -> dict:
     """One featurizer run; returns the run's summary (also written to <output_dir>/summary.json)."""
     import lightning as L
 
+    from featurizer.geometry import check_backend
     from featurizer.report import probe_run
     from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
     from featurizer.summary import format_summary, write_pictures
@@ -50,6 +51,7 @@ def featurize(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     # Build and validate every part before any long work starts.
+    check_backend(cfg.geometry_backend, option="geometry_backend")
     reader = instantiate(cfg.dataset)
     segmenter = instantiate(cfg.segmenter)
     reader.check()
@@ -67,7 +69,8 @@ def featurize(cfg: DictConfig) -> dict:
     token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
                    if cfg.cache_tokens and encoder2d is not None else None)
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
-                              frame_batch=cfg.frame_batch, token_cache_dir=token_cache)
+                              frame_batch=cfg.frame_batch, token_cache_dir=token_cache,
+                              geometry_backend=cfg.geometry_backend)
     trainer = instantiate(cfg.trainer, callbacks=[writer])
     trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, segmenter, store), cfg.scene_workers),
                     return_predictions=False)

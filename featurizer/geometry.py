@@ -493,15 +493,20 @@ class VoxelCuller:
 BACKENDS = ("auto", "torch", "numba")
 
 
+def check_backend(backend: str, option: str = "backend") -> None:
+    """Raise :class:`ConfigError` for an unknown backend, or ``numba`` where numba is not installed."""
+    if backend not in BACKENDS:
+        raise ConfigError(option, f"unknown backend '{backend}' (one of {BACKENDS})")
+    if backend == "numba" and not kernels.available():
+        raise ConfigError(option, "numba is not installed (pip install numba), use auto or torch")
+
+
 def _use_kernels(backend: str, device: torch.device) -> bool:
     """Whether to run the compiled CPU kernels (:mod:`featurizer.kernels`) rather than the torch code."""
-    if backend not in BACKENDS:
-        raise ConfigError("backend", f"unknown backend '{backend}' (one of {BACKENDS})")
+    check_backend(backend)
     if backend == "torch":
         return False
     if backend == "numba":
-        if not kernels.available():
-            raise ConfigError("backend", "numba is not installed (pip install numba)")
         if device.type != "cpu":
             raise ConfigError("backend", f"the numba kernels run on CPU, not {device}")
         return True

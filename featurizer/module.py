@@ -107,8 +107,10 @@ class FeaturizerModule(L.LightningModule):
     """Runs the stages a scene still needs. Encoders are submodules, so Lightning moves them to the device."""
 
     def __init__(self, encoder3d: torch.nn.Module, encoder2d: torch.nn.Module | None = None, fusion=None,
-                 frame_workers: int = 0, frame_batch: int = 8, token_cache_dir: str | None = None):
+                 frame_workers: int = 0, frame_batch: int = 8, token_cache_dir: str | None = None,
+                 geometry_backend: str = "auto"):
         super().__init__()
+        self.geometry_backend = geometry_backend
         self.token_cache_dir = token_cache_dir
         self.encoder3d = encoder3d
         self.encoder2d = encoder2d
@@ -138,7 +140,8 @@ class FeaturizerModule(L.LightningModule):
 
             encoder = TokenCache(self.encoder2d, Path(self.token_cache_dir) / f"{scene.scene_id}.pt")
         result = run_2d(scene, encoder, self.fusion, device=self.device,
-                        num_workers=self.frame_workers, frame_batch=self.frame_batch)
+                        num_workers=self.frame_workers, frame_batch=self.frame_batch,
+                        backend=self.geometry_backend)
         if encoder is not self.encoder2d:
             encoder.save()
         feats = {object_key(scene.scene_id, i): f.float().cpu().clone() for i, f in result.features.items()}

@@ -86,19 +86,22 @@ def _loader(frames: list, batches: list[list[int]], num_workers: int, with_depth
 
 
 def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.device = "cpu",
-           num_workers: int = 0, frame_batch: int = 8, progress: bool = False) -> Stage2DResult:
+           num_workers: int = 0, frame_batch: int = 8, progress: bool = False,
+           backend: str = "auto") -> Stage2DResult:
     """Per-instance 2D features of ``scene`` with ``encoder2d`` (a PatchEncoder) and a fusion strategy.
 
     Uses ``scene.points`` (raw coordinates) and ``scene.frames``; frames with a non-finite pose are
     skipped with a warning. Returns features (D2,) float32 CPU of the instances that got one, a
     record for every instance and the time spent decoding, encoding, mapping and fusing.
+    backend: the mapping and hull code, ``auto`` (compiled kernels on CPU when numba is installed,
+    else torch), ``torch`` or ``numba``; the features are the same.
     """
     device = torch.device(device)
     timings = {"decode": 0.0, "encode": 0.0, "map": 0.0, "fuse": 0.0}
     t_index = time.perf_counter()
     index = PointInstanceIndex.from_scene(scene)  # per-scene setup, counted as mapping time
     timings["map"] += time.perf_counter() - t_index
-    fusion.start(len(scene.instances), encoder2d, device, instance_sizes=index.sizes)
+    fusion.start(len(scene.instances), encoder2d, device, instance_sizes=index.sizes, backend=backend)
     frames = scene.frames
     positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
     if len(positions) < len(frames):
@@ -134,7 +137,7 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
         poses = np.stack([frames[p].pose for p in pos])
         intr = np.stack([frames[p].intrinsics for p in pos])
         # conservative culling by voxels (frustum, max-depth pyramid), then the exact mapping of the rest
-        mapping = culler.project(poses, intr, depths.to(device), **opts)
+        mapping = culler.project(poses, intr, depths.to(device), backend=backend, **opts)
         rep, inst = index.expand(mapping.point_ids)
         b, u, v = mapping.frame_index(), mapping.u, mapping.v
         if not index.one_each:  # some points belong to several instances: one entry per pair

@@ -157,6 +157,9 @@ def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(first_run, data_
     # an unknown config option names the option
     proc = _run(root, "run1", "encoder3d=uni3d_huge", data_dir=data_dir, check=False)
     assert proc.returncode != 0 and "encoder3d" in proc.stderr and "uni3d_huge" in proc.stderr
+    proc = _run(root, "run1", "geometry_backend=fast", data_dir=data_dir, check=False)
+    assert proc.returncode != 0 and "featurizer: error:" in proc.stderr and "geometry_backend" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
     # a missing scene folder, through the ScanNet reader on a copy of the generated data
     cfg_root = next(p for p in data_dir.rglob("scans") if p.is_dir()).parent

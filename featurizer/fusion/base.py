@@ -143,8 +143,10 @@ class Fusion:
     # -- driver interface ------------------------------------------------------------------------
 
     def start(self, num_instances: int, encoder2d, device: torch.device | str = "cpu",
-              instance_sizes: torch.Tensor | None = None) -> None:
-        """Reset the state for a new scene of ``num_instances`` instances."""
+              instance_sizes: torch.Tensor | None = None, backend: str = "auto") -> None:
+        """Reset the state for a new scene of ``num_instances`` instances. backend: the geometry code
+        (``auto``, ``torch`` or ``numba``, see :func:`featurizer.geometry.grouped_hull_area2`)."""
+        self.backend = backend
         self.num_instances = int(num_instances)
         self.encoder2d = encoder2d
         self.device = torch.device(device)

@@ -54,7 +54,7 @@ class PaperFusion(Fusion):
         cand = (counts >= self.min_points).reshape(-1)
         group = batch.inst * bsz + batch.b
         sel = cand[group]
-        area2, box = grouped_hull_area2(group[sel], batch.v[sel], batch.u[sel], n_groups)
+        area2, box = grouped_hull_area2(group[sel], batch.v[sel], batch.u[sel], n_groups, backend=self.backend)
         kept = cand & (area2 >= min_area2)
         gk = torch.nonzero(kept).flatten()
         r0, r1, c0, c1 = box[gk].unbind(1)
