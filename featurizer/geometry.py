@@ -60,6 +60,8 @@ class Mapping:
 
     def frame_index(self) -> torch.Tensor:
         """(M,) int64 frame (0 .. F-1) of every entry."""
+        if self.offsets.device.type == "cpu":  # numpy's repeat is several times faster than torch's on CPU
+            return torch.from_numpy(np.repeat(np.arange(self.num_frames, dtype=np.int64), self.counts().numpy()))
         frames = torch.arange(self.num_frames, device=self.offsets.device)
         return torch.repeat_interleave(frames, self.counts())
 

@@ -22,7 +22,6 @@ use and cached next to this file (a few seconds once).
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,7 +31,7 @@ try:
 except ImportError:  # the torch code in featurizer.geometry is used instead
     numba = None
 
-TILE = 8  # pixels per side of the finest depth-pyramid tile
+TILE = 8  # pixels per side of the finest depth-pyramid tile (a power of two)
 _BIG = np.iinfo(np.int64).max
 
 
@@ -51,8 +50,9 @@ def _njit(fn):
 @_njit
 def _pyramid(dep, tile):
     """Max-depth pyramid of one (H, W) float32 depth map, as featurizer.geometry._DepthPyramid: level l
-    holds the max of every ``tile * 2**l`` pixel square, up to one tile covering the frame.
-    Returns (flat float32, shapes (L, 2) int64, offsets (L,) int64, has_nan)."""
+    holds the max of every ``tile * 2**l`` pixel square, up to one tile covering the frame. A NaN
+    pixel never wins (it never passes the exact test, like an invalid 0).
+    Returns (flat float32, shapes (L, 2) int64, offsets (L,) int64)."""
     height, width = dep.shape
     th, tw = (height + tile - 1) // tile, (width + tile - 1) // tile
     nlev = 1
@@ -69,14 +69,13 @@ def _pyramid(dep, tile):
         h, w = (h + 1) // 2, (w + 1) // 2
     flat = np.zeros(total, dtype=np.float32)
     colmax = np.zeros(tw * tile, dtype=np.float32)
-    has_nan = False
     for ty in range(th):
         colmax[:] = 0.0
         for y in range(ty * tile, min(height, (ty + 1) * tile)):
-            for x in range(width):
-                v = dep[y, x]
-                has_nan |= v != v
-                colmax[x] = max(colmax[x], v)
+            row = dep[y]
+            for x in range(width):  # a select, so that the compiler vectorises it
+                v, c = row[x], colmax[x]
+                colmax[x] = v if v > c else c
         for tx in range(tw):
             m = colmax[tx * tile]
             for j in range(1, tile):
@@ -95,83 +94,100 @@ def _pyramid(dep, tile):
                     if 2 * j + 1 < pw:
                         m = max(m, flat[po + (2 * i + 1) * pw + 2 * j + 1])
                 flat[o + i * w + j] = m
-    return flat, shapes, offsets, has_nan
+    return flat, shapes, offsets
 
 
 @_njit
-def _box_may_be_visible(ctr, half, i, w2c, fx, fy, cx, cy, width, height, border, flat, shapes, offsets,
-                        tile, use_depth, relative, tol):
-    """False only if no point of the world box ``ctr[i] +- half[i]`` can pass the exact test of the
-    frame: the test of featurizer.geometry._boxes_may_be_visible (same margins), for one box."""
-    if width <= 2 * border or height <= 2 * border:
-        return False
-    c0, c1, c2 = ctr[i, 0], ctr[i, 1], ctr[i, 2]
-    h0, h1, h2 = half[i, 0], half[i, 1], half[i, 2]
-    x = w2c[0, 0] * c0 + w2c[0, 1] * c1 + w2c[0, 2] * c2 + w2c[0, 3]
-    y = w2c[1, 0] * c0 + w2c[1, 1] * c1 + w2c[1, 2] * c2 + w2c[1, 3]
-    z = w2c[2, 0] * c0 + w2c[2, 1] * c1 + w2c[2, 2] * c2 + w2c[2, 3]
-    rx = abs(w2c[0, 0]) * h0 + abs(w2c[0, 1]) * h1 + abs(w2c[0, 2]) * h2
-    ry = abs(w2c[1, 0]) * h0 + abs(w2c[1, 1]) * h1 + abs(w2c[1, 2]) * h2
-    rz = abs(w2c[2, 0]) * h0 + abs(w2c[2, 1]) * h1 + abs(w2c[2, 2]) * h2
-    rx += 1e-9 * (1.0 + abs(x) + rx)
-    ry += 1e-9 * (1.0 + abs(y) + ry)
-    rz += 1e-9 * (1.0 + abs(z) + rz)
-    zl, zh = z - rz, z + rz
-    if not zh > 0:
-        return False
-    left, top = border, border
-    right, bottom = width - 1 - border, height - 1 - border
-    c_lo, c_hi, r_lo, r_hi = left, right, top, bottom
-    if zl > 0:
-        il, ih = 1.0 / zl, 1.0 / zh
-        a, b = x - rx, x + rx
-        umin = fx * min(a * il, a * ih) + cx
-        umax = fx * max(b * il, b * ih) + cx
-        a, b = y - ry, y + ry
-        vmin = fy * min(a * il, a * ih) + cy
-        vmax = fy * max(b * il, b * ih) + cy
-        if umax < border - 1 or umin > width - border or vmax < border - 1 or vmin > height - border:
-            return False
-        c_lo = int(min(max(math.floor(umin - 1), left), right))
-        c_hi = int(min(max(math.ceil(umax + 1), left), right))
-        r_lo = int(min(max(math.floor(vmin - 1), top), bottom))
-        r_hi = int(min(max(math.ceil(vmax + 1), top), bottom))
-    if not use_depth:
-        return True
-    # the max depth over the footprint: the <= 2 x 2 tiles of the first level longer than the rectangle
-    extent = max(r_hi - r_lo, c_hi - c_lo)
-    lv, t = 0, tile
-    while t <= extent and lv < shapes.shape[0] - 1:
-        lv += 1
-        t *= 2
-    w, o = shapes[lv, 1], offsets[lv]
-    ra, rb, ca, cb = (r_lo // t) * w, (r_hi // t) * w, c_lo // t, c_hi // t
-    dmax = np.float64(max(max(flat[o + ra + ca], flat[o + ra + cb]), max(flat[o + rb + ca], flat[o + rb + cb])))
-    if not dmax > 0:
-        return False
-    limit = dmax * (1.0 + tol) if relative else dmax + tol
-    return not (zl > limit * (1.0 + 1e-9) + 1e-9)
+def _cull_range(cen, hal, a, b, ptr, w2c, fx, fy, cx, cy, width, height, border, flat, shapes, offsets, tile,
+                relative, tol, out, n):
+    """The boxes k = a .. b-1 (world ``cen[:, k] +- hal[:, k]``, coordinates by row (3, V)) that may hold
+    a point passing the exact test of the frame, appended to ``out`` from ``n`` on; returns (new n, their
+    point count from ``ptr``, or 0 when ptr is empty). Branch-free, so that mispredictions do not
+    dominate.
+
+    The test is that of featurizer.geometry._boxes_may_be_visible, with the same margins: camera-space
+    half extents ``sum_j |R_ij| h_j`` widened by ``1e-9 (1 + |c| + r)``; ``zh <= 0`` rejects (no point
+    in front); for ``zl > 0`` x / z over the box is extreme at its corners, so a pixel range missing the
+    border range by more than 0.5 px rejects; the footprint (grown by 1 px, the whole border range when
+    the box straddles z = 0) reads the max depth dmax of the <= 2 x 2 pyramid tiles of the first level
+    longer than it, and ``zl > (dmax + tol(dmax)) (1 + 1e-9) + 1e-9`` or no valid depth rejects."""
+    r00, r01, r02, t0 = w2c[0, 0], w2c[0, 1], w2c[0, 2], w2c[0, 3]
+    r10, r11, r12, t1 = w2c[1, 0], w2c[1, 1], w2c[1, 2], w2c[1, 3]
+    r20, r21, r22, t2 = w2c[2, 0], w2c[2, 1], w2c[2, 2], w2c[2, 3]
+    a00, a01, a02 = abs(r00), abs(r01), abs(r02)
+    a10, a11, a12 = abs(r10), abs(r11), abs(r12)
+    a20, a21, a22 = abs(r20), abs(r21), abs(r22)
+    left, top = float(border), float(border)
+    right, bottom = float(width - 1 - border), float(height - 1 - border)
+    top_level = shapes.shape[0] - 1
+    tile_bits = 0
+    while (1 << tile_bits) < tile:  # tile is a power of two
+        tile_bits += 1
+    npts = 0
+    for k in range(a, b):
+        c0, c1, c2 = cen[0, k], cen[1, k], cen[2, k]
+        h0, h1, h2 = hal[0, k], hal[1, k], hal[2, k]
+        x = r00 * c0 + r01 * c1 + r02 * c2 + t0
+        y = r10 * c0 + r11 * c1 + r12 * c2 + t1
+        z = r20 * c0 + r21 * c1 + r22 * c2 + t2
+        rx = a00 * h0 + a01 * h1 + a02 * h2
+        ry = a10 * h0 + a11 * h1 + a12 * h2
+        rz = a20 * h0 + a21 * h1 + a22 * h2
+        rx += 1e-9 * (1.0 + abs(x) + rx)
+        ry += 1e-9 * (1.0 + abs(y) + ry)
+        rz += 1e-9 * (1.0 + abs(z) + rz)
+        zl, zh = z - rz, z + rz
+        front = zl > 0
+        il = 1.0 / (zl if front else 1.0)
+        ih = 1.0 / (zh if front else 1.0)
+        xa, xb, ya, yb = x - rx, x + rx, y - ry, y + ry
+        umin = fx * min(xa * il, xa * ih) + cx
+        umax = fx * max(xb * il, xb * ih) + cx
+        vmin = fy * min(ya * il, ya * ih) + cy
+        vmax = fy * max(yb * il, yb * ih) + cy
+        out_of_frame = (umax < border - 1) | (umin > width - border) | (vmax < border - 1) | (vmin > height - border)
+        ok = (zh > 0) & ~(front & out_of_frame)
+        c_lo = min(max(np.floor(umin - 1), left), right) if front else left
+        c_hi = min(max(np.ceil(umax + 1), left), right) if front else right
+        r_lo = min(max(np.floor(vmin - 1), top), bottom) if front else top
+        r_hi = min(max(np.ceil(vmax + 1), top), bottom) if front else bottom
+        ic0, ic1, ir0, ir1 = int(c_lo), int(c_hi), int(r_lo), int(r_hi)
+        extent = max(ir1 - ir0, ic1 - ic0)
+        lv = 0
+        for j in range(top_level):
+            lv += (tile << j) <= extent
+        sh = tile_bits + lv  # tiles of 2**sh pixels: shifts, not divisions
+        w, o = shapes[lv, 1], offsets[lv]
+        ra, rb, ca, cb = (ir0 >> sh) * w + o, (ir1 >> sh) * w + o, ic0 >> sh, ic1 >> sh
+        dmax = np.float64(max(max(flat[ra + ca], flat[ra + cb]), max(flat[rb + ca], flat[rb + cb])))
+        limit = dmax * (1.0 + tol) if relative else dmax + tol
+        ok &= (dmax > 0) & ~(zl > limit * (1.0 + 1e-9) + 1e-9)
+        out[n] = k
+        n += 1 if ok else 0
+        if ptr.shape[0]:
+            npts += (ptr[k + 1] - ptr[k]) if ok else 0
+    return n, npts
 
 
 @_njit
-def _cull_frame(ccenter, chalf, cptr, center, half, ptr, w2c, k4, dep, border, relative, tol, tile, out_vox):
-    """Fine voxels of one frame that may hold a visible point, in voxel order, into ``out_vox``.
+def _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c, k4, dep, border, relative, tol, tile, out_vox, coarse):
+    """Fine voxels of one frame that may hold a visible point, in voxel order, into ``out_vox``: the
+    coarse voxels first (into ``coarse``), then the fine voxels of those that pass.
     Returns (number of voxels, number of their points)."""
     height, width = dep.shape
-    flat, shapes, offsets, has_nan = _pyramid(dep, tile)
-    use_depth = not has_nan  # a NaN depth: no depth culling for the frame (conservative)
+    if width <= 2 * border or height <= 2 * border:  # no pixel inside the border
+        return 0, 0
+    flat, shapes, offsets = _pyramid(dep, tile)
     fx, fy, cx, cy = k4[0], k4[1], k4[2], k4[3]
+    no_ptr = np.empty(0, dtype=np.int64)
+    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], no_ptr, w2c, fx, fy, cx, cy, width, height, border, flat,
+                              shapes, offsets, tile, relative, tol, coarse, 0)
     n_vox, n_pts = 0, 0
-    for c in range(ccenter.shape[0]):
-        if not _box_may_be_visible(ccenter, chalf, c, w2c, fx, fy, cx, cy, width, height, border, flat, shapes,
-                                   offsets, tile, use_depth, relative, tol):
-            continue
-        for v in range(cptr[c], cptr[c + 1]):
-            if _box_may_be_visible(center, half, v, w2c, fx, fy, cx, cy, width, height, border, flat, shapes,
-                                   offsets, tile, use_depth, relative, tol):
-                out_vox[n_vox] = v
-                n_vox += 1
-                n_pts += ptr[v + 1] - ptr[v]
+    for j in range(n_coarse):
+        c = coarse[j]
+        n_vox, npts = _cull_range(cen, hal, cptr[c], cptr[c + 1], ptr, w2c, fx, fy, cx, cy, width, height, border,
+                                  flat, shapes, offsets, tile, relative, tol, out_vox, n_vox)
+        n_pts += npts
     return n_vox, n_pts
 
 
@@ -204,12 +220,12 @@ def _exact_frame(points, ptr, vox, n_vox, w2c, k4, dep, border, relative, tol, o
 
 
 @_njit
-def _map_chunk(points, ptr, center, half, ccenter, chalf, cptr, w2c, k4, depths, finite, border, relative, tol,
-               tile):
+def _map_chunk(points, ptr, cen, hal, ccen, chal, cptr, w2c, k4, depths, finite, border, relative, tol, tile):
     """The mapping of a run of frames: (pos, u, v) int64 of the kept pairs (frame-major) and counts (F,).
     Each frame is culled and then tested at once, while its depth map is still in the cache."""
     nf = w2c.shape[0]
-    vox = np.empty(center.shape[0], dtype=np.int64)
+    vox = np.empty(cen.shape[1] + 1, dtype=np.int64)  # + 1: the branch-free compaction writes one past
+    coarse = np.empty(ccen.shape[1] + 1, dtype=np.int64)
     cap = 1 << 16
     pos = np.empty(cap, dtype=np.int64)
     u = np.empty(cap, dtype=np.int64)
@@ -219,8 +235,8 @@ def _map_chunk(points, ptr, center, half, ccenter, chalf, cptr, w2c, k4, depths,
     for f in range(nf):
         if not finite[f]:
             continue
-        n_vox, n_pts = _cull_frame(ccenter, chalf, cptr, center, half, ptr, w2c[f], k4[f], depths[f], border,
-                                   relative, tol, tile, vox)
+        n_vox, n_pts = _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c[f], k4[f], depths[f], border, relative, tol,
+                                   tile, vox, coarse)
         if n_vox == 0:
             continue
         if n + n_pts > cap:
@@ -263,7 +279,8 @@ def map_frames(points: np.ndarray, ptr: np.ndarray, center: np.ndarray, half: np
     """
     nf = len(w2c)
     depths = np.ascontiguousarray(depths, dtype=np.float32)
-    args = (np.ascontiguousarray(points, dtype=np.float64), ptr, center, half, ccenter, chalf, cptr)
+    soa = [np.ascontiguousarray(np.asarray(a, dtype=np.float64).T) for a in (center, half, ccenter, chalf)]
+    args = (np.ascontiguousarray(points, dtype=np.float64), ptr, *soa[:2], *soa[2:], cptr)
     opts = (int(border), bool(relative), float(tol), TILE)
     threads = max(1, min(int(threads), nf))
     bounds = np.linspace(0, nf, threads + 1).round().astype(int)
@@ -307,11 +324,14 @@ def _group_hulls(group, row, col, num_groups):
         count[group[i] + 1] += 1
     for g in range(num_groups):
         count[g + 1] += count[g]
-    order = np.empty(group.shape[0], dtype=np.int64)
+    rows = np.empty(group.shape[0], dtype=np.int64)  # the pixels sorted by group (a counting sort)
+    cols = np.empty(group.shape[0], dtype=np.int64)
     fill = count[:-1].copy()
     for i in range(group.shape[0]):
-        order[fill[group[i]]] = i
-        fill[group[i]] += 1
+        j = fill[group[i]]
+        rows[j] = row[i]
+        cols[j] = col[i]
+        fill[group[i]] = j + 1
     area2 = np.zeros(num_groups, dtype=np.int64)
     box = np.empty((num_groups, 4), dtype=np.int64)
     span = 1
@@ -327,9 +347,8 @@ def _group_hulls(group, row, col, num_groups):
         a, b = count[g], count[g + 1]
         r0, r1, c0, c1 = big, -big, big, -big
         for j in range(a, b):
-            i = order[j]
-            r0, r1 = min(r0, row[i]), max(r1, row[i])
-            c0, c1 = min(c0, col[i]), max(c1, col[i])
+            r0, r1 = min(r0, rows[j]), max(r1, rows[j])
+            c0, c1 = min(c0, cols[j]), max(c1, cols[j])
         box[g, 0], box[g, 1], box[g, 2], box[g, 3] = r0, r1, c0, c1
         if b - a < 3 or r0 == r1:
             continue
@@ -337,10 +356,9 @@ def _group_hulls(group, row, col, num_groups):
         left[:h] = big
         right[:h] = -big
         for j in range(a, b):
-            i = order[j]
-            k = row[i] - r0
-            left[k] = min(left[k], col[i])
-            right[k] = max(right[k], col[i])
+            k = rows[j] - r0
+            left[k] = min(left[k], cols[j])
+            right[k] = max(right[k], cols[j])
         n = 0
         for k in range(h):
             if left[k] != big:

@@ -4,18 +4,21 @@
 
 A synthetic room of ``instances`` boxes (``points`` surface points), ``frames`` 640x480 RGB-D frames
 rendered with the z-buffer rasteriser (depth consistent with the points, occlusions included) and
-fixed random 16x16 patch tokens (the encoder is excluded). Both sides run the ``paper`` algorithm
-(DESIGN.md section 5) on the same inputs:
+fixed random 16x16 patch tokens (the encoder is excluded). Every row runs the ``paper``
+algorithm (DESIGN.md section 5) on the same inputs:
 
-- reference: what Chat-Scene does: per frame a numpy projection of every point, then per (instance,
-  frame) a Python set intersection, a convex hull (scipy's ConvexHull, as the reference, when scipy
-  is installed; otherwise a Python monotone chain) and a numpy slice mean;
+- published loop: Chat-Scene's published feature loop ported line by line (:func:`published_loop`),
+  only its file reading taken out: the baseline of the speed-ups;
+- numpy reference: the same algorithm written leaner: per frame a numpy projection of every point,
+  then per (instance, frame) a Python set intersection, a convex hull (scipy's ConvexHull, as the
+  reference, when scipy is installed; otherwise a Python monotone chain) and a numpy slice mean; and
+  a tuned variant of it;
 - featurizer: ``featurizer.stage2d.run_2d`` with ``PaperFusion`` (its map + fuse time; map includes the
   per-scene setup: the point -> instance index and the culling voxels, as the reference's time includes
   its instance sets), once with the compiled CPU kernels (numba, the default on CPU) and once with the
   torch code (the GPU path, also run here on CPU); both give the same features.
 
-Prints a Markdown table with both times, the speed-up and the max abs difference of the features.
+Prints a Markdown table of the times and speed-ups and the max abs difference of the features.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +99,110 @@ def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: f
     return Scene("scene_bench", points, np.zeros_like(points, dtype=np.uint8), instances=instances, frames=frames)
 
 
+def _compute_mapping(camera_to_world, coords, depth, intrinsic, image_dim, cut_bound, vis_thres):
+    """OpenScene's ``PointCloudToImageMapper.compute_mapping``, which the published loop calls per frame:
+    (N, 3) int rows (pixel row, pixel column, visible)."""
+    mapping = np.zeros((3, coords.shape[0]), dtype=int)
+    coords_new = np.concatenate([coords, np.ones([coords.shape[0], 1])], axis=1).T
+    world_to_camera = np.linalg.inv(camera_to_world)
+    p = np.matmul(world_to_camera, coords_new)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p[0] = (p[0] * intrinsic[0][0]) / p[2] + intrinsic[0][2]
+        p[1] = (p[1] * intrinsic[1][1]) / p[2] + intrinsic[1][2]
+        pi = np.round(p).astype(int)
+    inside_mask = (pi[0] >= cut_bound) * (pi[1] >= cut_bound) \
+        * (pi[0] < image_dim[0] - cut_bound) * (pi[1] < image_dim[1] - cut_bound)
+    depth_cur = depth[pi[1][inside_mask], pi[0][inside_mask]]
+    occlusion_mask = np.abs(depth[pi[1][inside_mask], pi[0][inside_mask]] - p[2][inside_mask]) <= vis_thres * depth_cur
+    inside_mask[inside_mask == True] = occlusion_mask  # noqa: E712 (as published)
+    mapping[0][inside_mask] = pi[1][inside_mask]
+    mapping[1][inside_mask] = pi[0][inside_mask]
+    mapping[2][inside_mask] = 1
+    return mapping.T
+
+
+class _MonotoneHull:
+    """``scipy.spatial.ConvexHull``'s ``volume`` and ``vertices`` when scipy is not installed."""
+
+    def __init__(self, points):
+        pts = np.asarray(points)
+        hull = convex_hull(pts)
+        if len(hull) < 3:
+            raise ValueError("degenerate hull")
+        self.volume = polygon_area(hull)
+        index = {tuple(p): i for i, p in enumerate(pts.tolist())}
+        self.vertices = np.array([index[tuple(v)] for v in hull.astype(int).tolist()])
+
+
+def published_loop(scene: Scene, depths: list[np.ndarray], tokens: torch.Tensor, use_scipy: bool) -> dict[int, torch.Tensor]:
+    """Chat-Scene's published 2D feature loop, ported line by line with only the file reading taken out
+    (poses, intrinsics and depth maps as arrays; the depth in float64 metres, as ``imread / 1000`` gives
+    it; the DINOv2 tokens given): per frame OpenScene's mapping of every point into an (N, 4) int array
+    and a torch tensor, the visible column of an (N, frames) ``vis_id`` tensor, a Python list of the
+    visible ids; per instance the intersection of two sets built from lists, torch list indexing,
+    ``ConvexHull``, torch ``volume`` and ``crop_bbox`` tensors, a slice mean; at the end the
+    area-weighted sum."""
+    if use_scipy:
+        from scipy.spatial import ConvexHull
+    else:
+        ConvexHull = _MonotoneHull  # noqa: N806
+    locs_in = scene.points.astype(np.float64)
+    inst_segids = [inst.point_ids.tolist() for inst in scene.instances]  # GT mode: lists of point ids
+    n_points = locs_in.shape[0]
+    num_img = len(scene.frames)
+    inst_num = len(inst_segids)
+    volume = torch.zeros((inst_num, num_img), dtype=float)
+    crop_bbox = torch.zeros((inst_num, num_img, 4), dtype=float)
+    vis_id = torch.zeros((n_points, num_img), dtype=int)
+    inst_img_feats = defaultdict(list)
+    for img_id, frame in enumerate(scene.frames):
+        pose = frame.pose
+        depth = depths[img_id].astype(np.float64)
+        mapping = np.ones([n_points, 4], dtype=int)
+        mapping[:, 1:4] = _compute_mapping(pose, locs_in, depth, frame.intrinsics, (WIDTH, HEIGHT), 10, 0.25)
+        if mapping[:, 3].sum() == 0:
+            continue
+        mapping = torch.from_numpy(mapping)
+        mask = mapping[:, 3]
+        vis_id[:, img_id] = mask
+        mask_ids = torch.arange(mask.shape[0])[mask.bool()].tolist()
+        height, width = depth.shape
+        delta_h, delta_w = height // 16, width // 16
+        for instid in range(inst_num):
+            inst_seg = inst_segids[instid]
+            overlap_ids = list(set(mask_ids).intersection(set(inst_seg)))
+            single_inst_points = mapping[overlap_ids][:, 1:3]
+            if len(single_inst_points) < 3:
+                continue
+            try:
+                hull = ConvexHull(single_inst_points)
+            except Exception:  # noqa: BLE001 (as published: a bare except)
+                continue
+            volume[instid, img_id] = hull.volume
+            crop_bbox[instid, img_id] = torch.as_tensor(np.concatenate(
+                [single_inst_points[hull.vertices].min(axis=0)[0], single_inst_points[hull.vertices].max(axis=0)[0]]))
+            if volume[instid, img_id] < delta_h * delta_w:
+                continue
+            x0, y0, x1, y1 = crop_bbox[instid, img_id].to(int).tolist()
+            crop_img_feats = tokens[img_id, (x0 // delta_h):((x1 + delta_h - 1) // delta_h),
+                                    (y0 // delta_w):((y1 + delta_w - 1) // delta_w)]
+            inst_img_feats[instid].append((volume[instid, img_id].cpu(), crop_img_feats.flatten(0, 1).mean(0).cpu()))
+    all_feats = {}
+    for instid in range(inst_num):
+        if instid not in inst_img_feats:
+            continue
+        inst_tmp = inst_img_feats[instid]
+        inst_img_feat = torch.zeros(tokens.shape[-1], dtype=torch.float32)
+        tot_weight = sum([p[0] for p in inst_tmp]).cpu()
+        for weight, feat in inst_tmp:
+            inst_img_feat += (weight / tot_weight) * feat.cpu()
+        all_feats[instid] = inst_img_feat.detach()
+    return all_feats
+
+
 def reference(scene: Scene, depths: list[np.ndarray], tokens: np.ndarray, use_scipy: bool,
               literal: bool = True) -> dict[int, np.ndarray]:
-    """Chat-Scene's 2D fusion the way the reference code runs it: per frame a numpy projection, per
+    """Chat-Scene's 2D fusion written leaner than the published loop: per frame a numpy projection, per
     (instance, frame) a Python set intersection of the instance's ids with the frame's visible ids
     (``literal``: both sets built for every pair, as a straightforward loop does; otherwise the
     sets are built once, a tuned variant), a convex hull and a slice mean."""
@@ -196,15 +301,18 @@ def main() -> None:
     except ImportError:
         use_scipy = False
     t0 = time.perf_counter()
-    tuned = reference(scene, depths, tokens.numpy(), use_scipy, literal=False)
-    t_tuned = time.perf_counter() - t0
+    published = published_loop(scene, depths, tokens, use_scipy)
+    t_pub = time.perf_counter() - t0
     t0 = time.perf_counter()
     want = reference(scene, depths, tokens.numpy(), use_scipy, literal=True)
     t_ref = time.perf_counter() - t0
-    assert sorted(tuned) == sorted(want)
+    t0 = time.perf_counter()
+    tuned = reference(scene, depths, tokens.numpy(), use_scipy, literal=False)
+    t_tuned = time.perf_counter() - t0
+    assert sorted(tuned) == sorted(want) == sorted(published)
 
-    same_keys = sorted(want) == sorted(result.features)
-    diff = max((float(np.abs(result.features[i].numpy() - want[i]).max()) for i in want if i in result.features),
+    same_keys = sorted(published) == sorted(result.features)
+    diff = max((float((result.features[i] - published[i]).abs().max()) for i in published if i in result.features),
                default=float("nan"))
     vis = sum(r["visible_points"] for r in result.records.values())
     views = sum(r["views"] for r in result.records.values())
@@ -213,19 +321,20 @@ def main() -> None:
     print(f"scene: {len(scene.points)} points, {len(scene.instances)} instances, {len(scene.frames)} frames "
           f"{WIDTH}x{HEIGHT}, D={args.dim}; {vis / len(scene.frames):.0f} visible instance points per frame "
           f"({vis / (len(scene.frames) * len(scene.points)):.1%} of the points); {views} kept views; "
-          f"{len(want)} instances with a feature")
+          f"{len(published)} instances with a feature")
     print(f"reference hull: {'scipy ConvexHull' if use_scipy else 'Python monotone chain'}\n")
-    print("| implementation | map + pool + fuse (s) | speed-up |")
-    print("|---|---:|---:|")
-    print(f"| reference (numpy projection per frame, Python sets built per instance x frame) | {t_ref:.2f} | 1.0x |")
-    print(f"| tuned reference (the same, instance sets built once, frame set once per frame) | {t_tuned:.2f} | "
-          f"{t_ref / t_tuned:.1f}x |")
+    print("| implementation | map + pool + fuse (s) | vs published loop | vs numpy reference |")
+    print("|---|---:|---:|---:|")
+    rows = [("published loop, ported line by line (OpenScene mapping of every point, torch tensors, "
+             "sets per instance x frame)", t_pub),
+            ("numpy reference (numpy projection per frame, sets per instance x frame, numpy indexing)", t_ref),
+            ("tuned numpy reference (instance sets built once, frame set once per frame)", t_tuned)]
     names = {"numba": f"compiled CPU kernels, numba {getattr(kernels.numba, '__version__', '')}",
              "torch": "torch code (the GPU path) on CPU"}
-    for b in backends:
-        t = runs[b][0]
-        print(f"| featurizer (run_2d + PaperFusion, {names[b]}, {torch.get_num_threads()} threads) | {t:.3f} | "
-              f"{t_ref / t:.0f}x (vs tuned: {t_tuned / t:.1f}x) |")
+    rows += [(f"featurizer (run_2d + PaperFusion, {names[b]}, {torch.get_num_threads()} threads)", runs[b][0])
+             for b in backends]
+    for name, t in rows:
+        print(f"| {name} | {t:.3f} | {t_pub / t:.1f}x | {t_ref / t:.1f}x |")
     print(f"\nsame instances with a feature: {same_keys}; max abs diff of the features: {diff:.2e}; "
           f"backends give identical features: {same_backends}")
     for b in backends:

@@ -53,8 +53,8 @@ class PaperFusion(Fusion):
             self.acc = torch.zeros(self.num_instances, dim, dtype=torch.float64, device=self.device)
         cand = (counts >= self.min_points).reshape(-1)
         group = batch.inst * bsz + batch.b
-        sel = cand[group]
-        area2, box = grouped_hull_area2(group[sel], batch.v[sel], batch.u[sel], n_groups, backend=self.backend)
+        # hulls of every (instance, frame) pixel set: those of fewer than 3 pixels have area 0 and are not kept
+        area2, box = grouped_hull_area2(group, batch.v, batch.u, n_groups, backend=self.backend)
         kept = cand & (area2 >= min_area2)
         gk = torch.nonzero(kept).flatten()
         r0, r1, c0, c1 = box[gk].unbind(1)
