@@ -8,6 +8,9 @@ or ``tol = depth_tol`` metres (``absolute``); depth 0 is invalid. Projection use
 coordinates (``Scene.points``), never the axis-aligned ones.
 
 Everything is vectorised over points and batched over frames in torch, on the device of the inputs.
+On CPU, when numba is installed, the culled mapping (:meth:`VoxelCuller.project`), the voxel build
+and the hull areas (:func:`grouped_hull_area2`) run as the compiled kernels of
+:mod:`featurizer.kernels` instead, which give the same numbers (``backend`` arguments choose).
 """
 
 from __future__ import annotations
@@ -352,9 +355,12 @@ class VoxelCuller:
     points: (N, 3) raw coordinates. voxel_points: aim for about this many points per (fine) voxel;
     ``coarse``: a coarse voxel is ``coarse**3`` fine cells (tested first, for every frame; only the
     fine voxels of coarse voxels that pass are tested). Boxes are the points' bounding boxes.
+    backend: how the voxels are built (``auto``: compiled on CPU when numba is installed; ``torch``);
+    both build the same arrays.
     """
 
-    def __init__(self, points: torch.Tensor | np.ndarray, voxel_points: int = 16, coarse: int = 4):
+    def __init__(self, points: torch.Tensor | np.ndarray, voxel_points: int = 16, coarse: int = 4,
+                 backend: str = "auto"):
         pts = torch.as_tensor(points).to(torch.float64).reshape(-1, 3)
         device = pts.device
         n = len(pts)
@@ -368,6 +374,16 @@ class VoxelCuller:
             self.voxel_size = 0.0
             return
         lo_all, hi_all = pts.min(0).values, pts.max(0).values
+        if _use_kernels(backend, device):  # the same arrays, from two compiled passes around the sort
+            size, key = kernels.voxel_keys(pts.numpy(), lo_all.numpy(), voxel_points, coarse)
+            skey, order = torch.sort(torch.from_numpy(key), stable=True)
+            spts, ptr, cptr, lo, hi, clo, chi = (torch.from_numpy(a) for a in kernels.voxel_layout(
+                pts.numpy(), skey.numpy(), order.numpy(), coarse))
+            self.order, self.points, self.ptr, self.coarse_ptr, self.lo, self.hi = order, spts, ptr, cptr, lo, hi
+            self.center, self.half = (lo + hi) / 2, (hi - lo) / 2
+            self.coarse_center, self.coarse_half = (clo + chi) / 2, (chi - clo) / 2
+            self.voxel_size = size
+            return
         extent = max(float((hi_all - lo_all).max()), 1e-6)
         # fine voxel size from the occupancy of a probe grid (points on surfaces: area ~ cells * size^2)
         probe = extent / 32.0

@@ -1,11 +1,12 @@
-"""Compiled CPU kernels (numba) for the two hot loops of the 2D stage.
+"""Compiled CPU kernels (numba) for the hot loops of the 2D stage.
 
 - :func:`map_frames`: the culled, depth-tested point -> pixel mapping of a batch of frames
   (:meth:`featurizer.geometry.VoxelCuller.project` on CPU);
 - :func:`group_hulls`: twice the convex hull area and the box of many pixel sets
-  (:func:`featurizer.geometry.grouped_hull_area2` on CPU).
+  (:func:`featurizer.geometry.grouped_hull_area2` on CPU);
+- :func:`voxel_keys`, :func:`voxel_layout`: the voxel hierarchy of :class:`featurizer.geometry.VoxelCuller`.
 
-Both give exactly what the torch code of :mod:`featurizer.geometry` gives (that code stays the path
+They give exactly what the torch code of :mod:`featurizer.geometry` gives (that code stays the path
 for GPUs and for machines without numba, and the tests hold the two equal):
 
 - the mapping uses the same float64 operations in the same order, ``x = ((r00 px + r01 py) + r02 pz)
@@ -14,10 +15,13 @@ for GPUs and for machines without numba, and the tests hold the two equal):
   the coarse ones that pass, against the frustum and a max-depth pyramid, see
   :func:`featurizer.geometry._boxes_may_be_visible`), so it never drops a visible point; entries come
   frame by frame in the culler's point order, as there;
-- the hull areas are exact integers (Andrew's monotone chain on each row's leftmost and rightmost pixel).
+- the hull areas are exact integers (Andrew's monotone chain on each row's leftmost and rightmost pixel);
+- the voxel build computes the same keys (float64, same operations), sorts them with torch's stable sort
+  and takes the same bounds.
 
 A batch's frames are split over ``threads`` threads; the kernels release the GIL. Compiled on first
-use and cached next to this file (a few seconds once).
+use and cached next to this file (a few seconds once; numba falls back to a per-user cache directory
+where the package folder is read-only).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ except ImportError:  # the torch code in featurizer.geometry is used instead
     numba = None
 
 TILE = 8  # pixels per side of the finest depth-pyramid tile (a power of two)
-_BIG = np.iinfo(np.int64).max
 
 
 def available() -> bool:
@@ -379,3 +382,104 @@ def group_hulls(group: np.ndarray, row: np.ndarray, col: np.ndarray, num_groups:
     return _group_hulls(np.ascontiguousarray(group, dtype=np.int64), np.ascontiguousarray(row, dtype=np.int64),
                         np.ascontiguousarray(col, dtype=np.int64), int(num_groups))
 
+
+
+@_njit
+def _voxel_keys(pts, lo, voxel_points, coarse):
+    """Fine voxel size (from the occupancy of a 33^3 probe grid) and each point's sort key (coarse voxel,
+    then fine cell in it), exactly as the torch code of featurizer.geometry.VoxelCuller."""
+    n = pts.shape[0]
+    extent = 1e-6
+    hi = np.empty(3)
+    for a in range(3):
+        hi[a] = pts[0, a]
+        for i in range(n):
+            hi[a] = max(hi[a], pts[i, a])
+        extent = max(extent, hi[a] - lo[a])
+    probe = extent / 32.0
+    seen = np.zeros(33 ** 3, dtype=np.bool_)
+    for i in range(n):
+        c0 = min(max(int(np.floor((pts[i, 0] - lo[0]) / probe)), 0), 32)
+        c1 = min(max(int(np.floor((pts[i, 1] - lo[1]) / probe)), 0), 32)
+        c2 = min(max(int(np.floor((pts[i, 2] - lo[2]) / probe)), 0), 32)
+        seen[(c0 * 33 + c1) * 33 + c2] = True
+    occupied = 0
+    for j in range(seen.shape[0]):
+        occupied += seen[j]
+    size = min(max(np.sqrt(occupied * probe * probe * voxel_points / n), probe / 16), extent)
+    cell = np.empty((n, 3), dtype=np.int64)
+    dims = np.zeros(3, dtype=np.int64)
+    for i in range(n):
+        for a in range(3):
+            c = int(np.floor((pts[i, a] - lo[a]) / size))
+            cell[i, a] = c
+            dims[a] = max(dims[a], c // coarse + 1)
+    key = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        cc0, cc1, cc2 = cell[i, 0] // coarse, cell[i, 1] // coarse, cell[i, 2] // coarse
+        s0, s1, s2 = cell[i, 0] - cc0 * coarse, cell[i, 1] - cc1 * coarse, cell[i, 2] - cc2 * coarse
+        ckey = (cc0 * dims[1] + cc1) * dims[2] + cc2
+        key[i] = ckey * coarse ** 3 + (s0 * coarse + s1) * coarse + s2
+    return size, key
+
+
+@_njit
+def _voxel_layout(pts, skey, order, coarse):
+    """From the sorted keys: the points in voxel order, fine voxel -> points and coarse -> fine pointers,
+    and the bounds (lo, hi) of every fine and coarse voxel."""
+    n = skey.shape[0]
+    c3 = coarse ** 3
+    n_fine, n_coarse = 1, 1
+    for i in range(1, n):
+        if skey[i] != skey[i - 1]:
+            n_fine += 1
+            if skey[i] // c3 != skey[i - 1] // c3:
+                n_coarse += 1
+    spts = np.empty((n, 3))
+    ptr = np.zeros(n_fine + 1, dtype=np.int64)
+    cptr = np.zeros(n_coarse + 1, dtype=np.int64)
+    lo = np.empty((n_fine, 3))
+    hi = np.empty((n_fine, 3))
+    clo = np.empty((n_coarse, 3))
+    chi = np.empty((n_coarse, 3))
+    f, c = -1, -1
+    for i in range(n):
+        p = order[i]
+        new_fine = i == 0 or skey[i] != skey[i - 1]
+        if new_fine:
+            f += 1
+            ptr[f] = i
+            if i == 0 or skey[i] // c3 != skey[i - 1] // c3:
+                c += 1
+                cptr[c] = f
+        for a in range(3):
+            v = pts[p, a]
+            spts[i, a] = v
+            if new_fine:
+                lo[f, a] = v
+                hi[f, a] = v
+            else:
+                lo[f, a] = min(lo[f, a], v)
+                hi[f, a] = max(hi[f, a], v)
+    ptr[n_fine] = n
+    cptr[n_coarse] = n_fine
+    for c in range(n_coarse):
+        for a in range(3):
+            clo[c, a] = lo[cptr[c], a]
+            chi[c, a] = hi[cptr[c], a]
+            for f in range(cptr[c] + 1, cptr[c + 1]):
+                clo[c, a] = min(clo[c, a], lo[f, a])
+                chi[c, a] = max(chi[c, a], hi[f, a])
+    return spts, ptr, cptr, lo, hi, clo, chi
+
+
+def voxel_keys(pts: np.ndarray, lo: np.ndarray, voxel_points: int, coarse: int) -> tuple[float, np.ndarray]:
+    """(fine voxel size, (N,) int64 sort key) of (N, 3) float64 points whose per-axis minimum is ``lo``."""
+    return _voxel_keys(np.ascontiguousarray(pts, dtype=np.float64), np.asarray(lo, dtype=np.float64),
+                       float(voxel_points), int(coarse))
+
+
+def voxel_layout(pts: np.ndarray, skey: np.ndarray, order: np.ndarray, coarse: int):
+    """Points in voxel order (N, 3), ptr (V + 1,), coarse ptr (C + 1,), fine lo, hi (V, 3), coarse lo, hi (C, 3)."""
+    return _voxel_layout(np.ascontiguousarray(pts, dtype=np.float64), np.ascontiguousarray(skey),
+                         np.ascontiguousarray(order), int(coarse))

@@ -292,3 +292,19 @@ def test_unknown_backend_is_refused():
     with pytest.raises(ConfigError, match="backend"):
         VoxelCuller(torch.zeros(4, 3)).project(np.eye(4)[None], np.eye(3)[None], torch.ones(1, 8, 8),
                                                backend="fast")
+
+
+@pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+@pytest.mark.parametrize("voxel_points,coarse", [(16, 4), (4, 2), (64, 3)])
+def test_compiled_voxel_build_equals_torch(voxel_points, coarse):
+    from featurizer.geometry import VoxelCuller
+
+    rng = np.random.default_rng(voxel_points)
+    pts = np.concatenate([rng.normal(size=(3000, 3)) * [2.0, 1.0, 0.5], rng.uniform(-3, 3, size=(500, 3)),
+                          np.repeat(rng.normal(size=(1, 3)), 40, 0)])  # a pile of duplicates
+    a = VoxelCuller(torch.from_numpy(pts), voxel_points, coarse, backend="numba")
+    b = VoxelCuller(torch.from_numpy(pts), voxel_points, coarse, backend="torch")
+    for name in ("order", "points", "ptr", "coarse_ptr", "lo", "hi", "center", "half", "coarse_center",
+                 "coarse_half"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.voxel_size == b.voxel_size and len(a.ptr) > 10
