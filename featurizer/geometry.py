@@ -64,7 +64,8 @@ class Mapping:
     def frame_index(self) -> torch.Tensor:
         """(M,) int64 frame (0 .. F-1) of every entry."""
         if self.offsets.device.type == "cpu":  # numpy's repeat is several times faster than torch's on CPU
-            return torch.from_numpy(np.repeat(np.arange(self.num_frames, dtype=np.int64), self.counts().numpy()))
+            frames = np.arange(self.num_frames, dtype=np.int64)
+            return torch.from_numpy(np.repeat(frames, self.counts().numpy()))
         frames = torch.arange(self.num_frames, device=self.offsets.device)
         return torch.repeat_interleave(frames, self.counts())
 
@@ -379,7 +380,8 @@ class VoxelCuller:
             skey, order = torch.sort(torch.from_numpy(key), stable=True)
             spts, ptr, cptr, lo, hi, clo, chi = (torch.from_numpy(a) for a in kernels.voxel_layout(
                 pts.numpy(), skey.numpy(), order.numpy(), coarse))
-            self.order, self.points, self.ptr, self.coarse_ptr, self.lo, self.hi = order, spts, ptr, cptr, lo, hi
+            self.order, self.points, self.ptr, self.coarse_ptr = order, spts, ptr, cptr
+            self.lo, self.hi = lo, hi
             self.center, self.half = (lo + hi) / 2, (hi - lo) / 2
             self.coarse_center, self.coarse_half = (clo + chi) / 2, (chi - clo) / 2
             self.voxel_size = size
@@ -485,7 +487,6 @@ class VoxelCuller:
         ids = self.order.index_select(0, pos.index_select(0, sel))
         return _mapping_from_pairs(sel, ids, u, v, starts, self.points.device)
 
-
     def _project_compiled(self, poses, intrinsics, depths, depth_mode, depth_tol, border) -> Mapping:
         poses = torch.as_tensor(poses).to(torch.float64).reshape(-1, 4, 4)
         k = torch.as_tensor(intrinsics).to(torch.float64).reshape(-1, 3, 3)
@@ -504,8 +505,8 @@ class VoxelCuller:
             threads=torch.get_num_threads())
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         offsets[1:] = torch.from_numpy(np.cumsum(counts))
-        return Mapping(self.order.index_select(0, torch.from_numpy(pos)), torch.from_numpy(u), torch.from_numpy(v),
-                       offsets)
+        ids = self.order.index_select(0, torch.from_numpy(pos))
+        return Mapping(ids, torch.from_numpy(u), torch.from_numpy(v), offsets)
 
 
 BACKENDS = ("auto", "torch", "numba")

@@ -148,7 +148,8 @@ def _cull_range(cen, hal, a, b, ptr, w2c, fx, fy, cx, cy, width, height, border,
         umax = fx * max(xb * il, xb * ih) + cx
         vmin = fy * min(ya * il, ya * ih) + cy
         vmax = fy * max(yb * il, yb * ih) + cy
-        out_of_frame = (umax < border - 1) | (umin > width - border) | (vmax < border - 1) | (vmin > height - border)
+        out_of_frame = ((umax < border - 1) | (umin > width - border)
+                        | (vmax < border - 1) | (vmin > height - border))
         ok = (zh > 0) & ~(front & out_of_frame)
         c_lo = min(max(np.floor(umin - 1), left), right) if front else left
         c_hi = min(max(np.ceil(umax + 1), left), right) if front else right
@@ -183,13 +184,13 @@ def _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c, k4, dep, border, relative,
     flat, shapes, offsets = _pyramid(dep, tile)
     fx, fy, cx, cy = k4[0], k4[1], k4[2], k4[3]
     no_ptr = np.empty(0, dtype=np.int64)
-    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], no_ptr, w2c, fx, fy, cx, cy, width, height, border, flat,
-                              shapes, offsets, tile, relative, tol, coarse, 0)
+    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], no_ptr, w2c, fx, fy, cx, cy, width, height,
+                              border, flat, shapes, offsets, tile, relative, tol, coarse, 0)
     n_vox, n_pts = 0, 0
     for j in range(n_coarse):
         c = coarse[j]
-        n_vox, npts = _cull_range(cen, hal, cptr[c], cptr[c + 1], ptr, w2c, fx, fy, cx, cy, width, height, border,
-                                  flat, shapes, offsets, tile, relative, tol, out_vox, n_vox)
+        n_vox, npts = _cull_range(cen, hal, cptr[c], cptr[c + 1], ptr, w2c, fx, fy, cx, cy, width, height,
+                                  border, flat, shapes, offsets, tile, relative, tol, out_vox, n_vox)
         n_pts += npts
     return n_vox, n_pts
 
@@ -238,14 +239,15 @@ def _map_chunk(points, ptr, cen, hal, ccen, chal, cptr, w2c, k4, depths, finite,
     for f in range(nf):
         if not finite[f]:
             continue
-        n_vox, n_pts = _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c[f], k4[f], depths[f], border, relative, tol,
-                                   tile, vox, coarse)
+        n_vox, n_pts = _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c[f], k4[f], depths[f], border,
+                                   relative, tol, tile, vox, coarse)
         if n_vox == 0:
             continue
         if n + n_pts > cap:
             cap = max(2 * cap, n + n_pts)
             pos, u, v = _grow(pos, n, cap), _grow(u, n, cap), _grow(v, n, cap)
-        end = _exact_frame(points, ptr, vox, n_vox, w2c[f], k4[f], depths[f], border, relative, tol, pos, u, v, n)
+        end = _exact_frame(points, ptr, vox, n_vox, w2c[f], k4[f], depths[f], border, relative, tol,
+                           pos, u, v, n)
         counts[f] = end - n
         n = end
     return pos[:n].copy(), u[:n].copy(), v[:n].copy(), counts
@@ -377,11 +379,12 @@ def _group_hulls(group, row, col, num_groups):
     return area2, box
 
 
-def group_hulls(group: np.ndarray, row: np.ndarray, col: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def group_hulls(group: np.ndarray, row: np.ndarray, col: np.ndarray,
+                num_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Twice the convex hull area (G,) int64 and the box (G, 4) int64 ``(r0, r1, c0, c1)`` of each pixel
     set (``group`` (P,) int64 in 0 .. G-1), as :func:`featurizer.geometry.grouped_hull_area2`."""
-    return _group_hulls(np.ascontiguousarray(group, dtype=np.int64), np.ascontiguousarray(row, dtype=np.int64),
-                        np.ascontiguousarray(col, dtype=np.int64), int(num_groups))
+    group, row, col = (np.ascontiguousarray(a, dtype=np.int64) for a in (group, row, col))
+    return _group_hulls(group, row, col, int(num_groups))
 
 
 
@@ -481,6 +484,7 @@ def voxel_keys(pts: np.ndarray, lo: np.ndarray, voxel_points: int, coarse: int) 
 
 
 def voxel_layout(pts: np.ndarray, skey: np.ndarray, order: np.ndarray, coarse: int):
-    """Points in voxel order (N, 3), ptr (V + 1,), coarse ptr (C + 1,), fine lo, hi (V, 3), coarse lo, hi (C, 3)."""
+    """Points in voxel order (N, 3), ptr (V + 1,), coarse ptr (C + 1,), fine lo, hi (V, 3), coarse lo,
+    hi (C, 3)."""
     return _voxel_layout(np.ascontiguousarray(pts, dtype=np.float64), np.ascontiguousarray(skey),
                          np.ascontiguousarray(order), int(coarse))

@@ -114,7 +114,7 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     t_setup = time.perf_counter()
     points = torch.from_numpy(scene.points[index.points.numpy()]).to(device)
     index.to(device)
-    culler = VoxelCuller(points)  # voxel boxes for the conservative culling of the exact mapping
+    culler = VoxelCuller(points, backend=backend)  # voxels: conservative culling before the exact mapping
     timings["map"] += time.perf_counter() - t_setup
     opts = fusion.mapping_options
     batches = _batches(frames, positions, frame_batch)

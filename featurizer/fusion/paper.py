@@ -53,7 +53,7 @@ class PaperFusion(Fusion):
             self.acc = torch.zeros(self.num_instances, dim, dtype=torch.float64, device=self.device)
         cand = (counts >= self.min_points).reshape(-1)
         group = batch.inst * bsz + batch.b
-        # hulls of every (instance, frame) pixel set: those of fewer than 3 pixels have area 0 and are not kept
+        # hulls of every (instance, frame) pixel set (fewer than 3 pixels: area 0, not kept)
         area2, box = grouped_hull_area2(group, batch.v, batch.u, n_groups, backend=self.backend)
         kept = cand & (area2 >= min_area2)
         gk = torch.nonzero(kept).flatten()
