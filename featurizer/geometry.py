@@ -75,6 +75,22 @@ class Mapping:
         return self.point_ids[a:b], self.u[a:b], self.v[a:b]
 
 
+def _camera_params(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch's float64 world-to-camera (F, 4, 4), intrinsics (F, 3, 3), ``fx, fy, cx, cy`` (F, 4) and
+    finite (F,) bool. A frame whose pose has a non-finite entry gets the identity here (every path then
+    gives it no visible point), with a warning naming its batch position."""
+    poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
+    k = torch.as_tensor(intrinsics, device=device).to(torch.float64).reshape(-1, 3, 3)
+    finite = torch.isfinite(poses).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})",
+                      stacklevel=3)
+        poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
+    k4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1)
+    return torch.linalg.inv(poses), k, k4, finite
+
+
 def project_points(
     points: torch.Tensor | np.ndarray,
     poses: torch.Tensor | np.ndarray,
@@ -103,16 +119,8 @@ def project_points(
         depths = depths[None]
     num_frames, height, width = depths.shape
     pts = torch.as_tensor(points, device=device).to(torch.float64).reshape(-1, 3)
-    poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
-    k = torch.as_tensor(intrinsics, device=device).to(torch.float64).reshape(-1, 3, 3)
-    if len(poses) != num_frames or len(k) != num_frames:
-        raise ValueError(f"{num_frames} depth maps but {len(poses)} poses and {len(k)} intrinsics")
-    finite = torch.isfinite(poses).flatten(1).all(1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
-        warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})", stacklevel=2)
-        poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
-    world_to_cam = torch.linalg.inv(poses)
+    _check_batch(poses, intrinsics, num_frames)
+    world_to_cam, k, _, finite = _camera_params(poses, intrinsics, device)
     if candidates is not None:
         if isinstance(candidates, torch.Tensor):
             candidates = [torch.nonzero(c).flatten() for c in candidates.to(device)]
@@ -166,6 +174,14 @@ def _to_camera(pts: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torc
         r = w2c[..., i, :]
         out.append(((r[..., 0] * px + r[..., 1] * py) + r[..., 2] * pz) + r[..., 3])
     return out[0], out[1], out[2]
+
+
+def _check_batch(poses, intrinsics, num_frames: int) -> None:
+    """ValueError unless there are as many poses and intrinsics as depth maps."""
+    n_poses = len(torch.as_tensor(poses).reshape(-1, 4, 4))
+    n_intr = len(torch.as_tensor(intrinsics).reshape(-1, 3, 3))
+    if n_poses != num_frames or n_intr != num_frames:
+        raise ValueError(f"{num_frames} depth maps but {n_poses} poses and {n_intr} intrinsics")
 
 
 def _pairs_visible(pts: torch.Tensor, starts: list[int], world_to_cam: torch.Tensor, k: torch.Tensor,
@@ -366,6 +382,7 @@ class VoxelCuller:
         device = pts.device
         n = len(pts)
         self.num_points = n
+        self._boxes_by_row: list[np.ndarray] | None = None  # numpy (3, V) copies for the compiled kernels
         if n == 0:
             z3 = torch.zeros(0, 3, dtype=torch.float64, device=device)
             zi = torch.zeros(1, dtype=torch.int64, device=device)
@@ -414,17 +431,11 @@ class VoxelCuller:
         self.coarse_center, self.coarse_half = (clo + chi) / 2, (chi - clo) / 2
         self.voxel_size = size
 
-    def _pairs(self, poses, intrinsics, image_size, border, depths, depth_mode, depth_tol):
-        """Candidate (frame, sorted point position) pairs, frame-major: pos (M,), starts (F + 1 ints),
-        and the frames' w2c (F, 4, 4), k (F, 3, 3) float64 and finite (F,) bool."""
+    def _pairs(self, w2c, intr4, finite, image_size, border, depths, depth_mode, depth_tol):
+        """Candidate (frame, sorted point position) pairs, frame-major: pos (M,) and starts (F + 1 ints),
+        for frames of :func:`_camera_params` ``w2c``, ``intr4`` and ``finite``."""
         device = self.points.device
-        poses = torch.as_tensor(poses, device=device).to(torch.float64).reshape(-1, 4, 4)
-        k = torch.as_tensor(intrinsics, device=device).to(torch.float64).reshape(-1, 3, 3)
-        num_frames = len(poses)
-        finite = torch.isfinite(poses).flatten(1).all(1)
-        poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
-        w2c = torch.linalg.inv(poses)
-        intr4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1)
+        num_frames = len(w2c)
         pyramid = _DepthPyramid(torch.as_tensor(depths, device=device)) if depths is not None else None
         args = (intr4, pyramid, image_size, int(border), depth_mode, float(depth_tol))
         n_coarse, n_fine = len(self.coarse_center), len(self.center)
@@ -447,14 +458,15 @@ class VoxelCuller:
         per_frame = torch.zeros(num_frames, dtype=torch.int64, device=device).index_add_(
             0, fi, self.ptr.index_select(0, vi + 1) - self.ptr.index_select(0, vi))
         starts = [0] + torch.cumsum(per_frame, 0).tolist()
-        return pos, starts, w2c, k, finite
+        return pos, starts
 
     def candidates(self, poses, intrinsics, image_size: tuple[int, int], border: int = 0,
                    depths: torch.Tensor | None = None, depth_mode: str = "relative",
                    depth_tol: float = 0.25) -> list[torch.Tensor]:
         """Per frame, the (M_f,) int64 ids of the points whose voxel may be in the frustum and, given
         the (F, H, W) depth maps, may pass the depth test (see :func:`_boxes_may_be_visible`)."""
-        pos, starts, *_ = self._pairs(poses, intrinsics, image_size, border, depths, depth_mode, depth_tol)
+        w2c, _, intr4, finite = _camera_params(poses, intrinsics, self.points.device)
+        pos, starts = self._pairs(w2c, intr4, finite, image_size, border, depths, depth_mode, depth_tol)
         ids = self.order[pos]
         return [ids[starts[f]:starts[f + 1]] for f in range(len(starts) - 1)]
 
@@ -471,37 +483,23 @@ class VoxelCuller:
         if depths.dim() == 2:
             depths = depths[None]
         num_frames, height, width = depths.shape
-        if len(torch.as_tensor(poses).reshape(-1, 4, 4)) != num_frames or \
-                len(torch.as_tensor(intrinsics).reshape(-1, 3, 3)) != num_frames:
-            raise ValueError(f"{num_frames} depth maps but {len(poses)} poses and {len(intrinsics)} intrinsics")
+        _check_batch(poses, intrinsics, num_frames)
+        w2c, k, intr4, finite = _camera_params(poses, intrinsics, self.points.device)
         if _use_kernels(backend, self.points.device):
-            return self._project_compiled(poses, intrinsics, depths, depth_mode, depth_tol, border)
-        pos, starts, w2c, k, finite = self._pairs(poses, intrinsics, (width, height), border, depths,
-                                                  depth_mode, depth_tol)
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite).flatten().tolist()
-            warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})",
-                          stacklevel=2)
+            return self._project_compiled(w2c, intr4, finite, depths, depth_mode, depth_tol, border)
+        pos, starts = self._pairs(w2c, intr4, finite, (width, height), border, depths, depth_mode, depth_tol)
         sel, u, v = _pairs_visible(self.points.index_select(0, pos), starts, w2c, k, depths, depth_mode,
                                    float(depth_tol), int(border))
         ids = self.order.index_select(0, pos.index_select(0, sel))
         return _mapping_from_pairs(sel, ids, u, v, starts, self.points.device)
 
-    def _project_compiled(self, poses, intrinsics, depths, depth_mode, depth_tol, border) -> Mapping:
-        poses = torch.as_tensor(poses).to(torch.float64).reshape(-1, 4, 4)
-        k = torch.as_tensor(intrinsics).to(torch.float64).reshape(-1, 3, 3)
-        finite = torch.isfinite(poses).flatten(1).all(1)
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite).flatten().tolist()
-            warnings.warn(f"skipping {len(bad)} frame(s) with a non-finite pose (batch positions {bad})",
-                          stacklevel=3)
-            poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64))
-        w2c = torch.linalg.inv(poses).numpy()
-        k4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1).numpy()
+    def _project_compiled(self, w2c, intr4, finite, depths, depth_mode, depth_tol, border) -> Mapping:
+        if self._boxes_by_row is None:  # once per culler: the kernels read box coordinates by row
+            self._boxes_by_row = [a.T.contiguous().numpy() for a in (self.center, self.half, self.coarse_center,
+                                                                     self.coarse_half)]
         pos, u, v, counts = kernels.map_frames(
-            self.points.numpy(), self.ptr.numpy(), self.center.numpy(), self.half.numpy(),
-            self.coarse_center.numpy(), self.coarse_half.numpy(), self.coarse_ptr.numpy(), w2c, k4,
-            depths.numpy(), finite.numpy(), border, depth_mode == "relative", depth_tol,
+            self.points.numpy(), self.ptr.numpy(), *self._boxes_by_row, self.coarse_ptr.numpy(), w2c.numpy(),
+            intr4.numpy(), depths.numpy(), finite.numpy(), border, depth_mode == "relative", depth_tol,
             threads=torch.get_num_threads())
         offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
         offsets[1:] = torch.from_numpy(np.cumsum(counts))

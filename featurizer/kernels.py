@@ -104,9 +104,8 @@ def _pyramid(dep, tile):
 def _cull_range(cen, hal, a, b, ptr, w2c, fx, fy, cx, cy, width, height, border, flat, shapes, offsets, tile,
                 relative, tol, out, n):
     """The boxes k = a .. b-1 (world ``cen[:, k] +- hal[:, k]``, coordinates by row (3, V)) that may hold
-    a point passing the exact test of the frame, appended to ``out`` from ``n`` on; returns (new n, their
-    point count from ``ptr``, or 0 when ptr is empty). Branch-free, so that mispredictions do not
-    dominate.
+    a point passing the exact test of the frame, appended to ``out`` from ``n`` on; returns (new n, the
+    number of items ``ptr`` gives them). Branch-free, so that mispredictions do not dominate.
 
     The test is that of featurizer.geometry._boxes_may_be_visible, with the same margins: camera-space
     half extents ``sum_j |R_ij| h_j`` widened by ``1e-9 (1 + |c| + r)``; ``zh <= 0`` rejects (no point
@@ -168,8 +167,7 @@ def _cull_range(cen, hal, a, b, ptr, w2c, fx, fy, cx, cy, width, height, border,
         ok &= (dmax > 0) & ~(zl > limit * (1.0 + 1e-9) + 1e-9)
         out[n] = k
         n += 1 if ok else 0
-        if ptr.shape[0]:
-            npts += (ptr[k + 1] - ptr[k]) if ok else 0
+        npts += (ptr[k + 1] - ptr[k]) if ok else 0
     return n, npts
 
 
@@ -183,8 +181,7 @@ def _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c, k4, dep, border, relative,
         return 0, 0
     flat, shapes, offsets = _pyramid(dep, tile)
     fx, fy, cx, cy = k4[0], k4[1], k4[2], k4[3]
-    no_ptr = np.empty(0, dtype=np.int64)
-    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], no_ptr, w2c, fx, fy, cx, cy, width, height,
+    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], cptr, w2c, fx, fy, cx, cy, width, height,
                               border, flat, shapes, offsets, tile, relative, tol, coarse, 0)
     n_vox, n_pts = 0, 0
     for j in range(n_coarse):
@@ -276,17 +273,17 @@ def map_frames(points: np.ndarray, ptr: np.ndarray, center: np.ndarray, half: np
                threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Depth-tested mapping of a batch of frames over a voxel hierarchy (arrays of a VoxelCuller).
 
-    points (N, 3) float64 in voxel order; ptr (V + 1,) fine voxel -> points; center, half (V, 3);
-    ccenter, chalf (C, 3) and cptr (C + 1,) coarse voxel -> fine voxels; w2c (F, 4, 4) float64;
+    points (N, 3) float64 in voxel order; ptr (V + 1,) fine voxel -> points; center, half (3, V) (the
+    coordinates by row, the order the culling loop reads them in); ccenter, chalf (3, C) and cptr
+    (C + 1,) coarse voxel -> fine voxels; w2c (F, 4, 4) float64;
     k4 (F, 4) float64 ``fx, fy, cx, cy``; depths (F, H, W) float32 metres; finite (F,) bool (frames
     with a non-finite pose get nothing). Returns pos, u, v (M,) int64 (pos: index into ``points``)
     frame after frame, and counts (F,) int64.
     """
     nf = len(w2c)
     depths = np.ascontiguousarray(depths, dtype=np.float32)
-    # box centres and half extents with the coordinates by row (3, V), read in order by the culling loop
-    soa = [np.ascontiguousarray(np.asarray(a, dtype=np.float64).T) for a in (center, half, ccenter, chalf)]
-    args = (np.ascontiguousarray(points, dtype=np.float64), ptr, *soa, cptr)
+    boxes = [np.ascontiguousarray(a, dtype=np.float64) for a in (center, half, ccenter, chalf)]
+    args = (np.ascontiguousarray(points, dtype=np.float64), ptr, *boxes, cptr)
     opts = (int(border), bool(relative), float(tol), TILE)
     threads = max(1, min(int(threads), nf))
     bounds = np.linspace(0, nf, threads + 1).round().astype(int)
