@@ -522,3 +522,21 @@ def test_instance_no_frame_sees_gets_no_2d_feature_and_a_reason(sens_root, encod
     assert result.records[3] == {"views": 0, "visible_points": 0, "reason": "no visible points"}
     seen = [i for i in range(3) if i in result.features]
     assert seen and all(result.records[i]["reason"] is None for i in seen)
+
+
+def test_one_odd_depth_frame_does_not_decide_the_scene_size(copy, encoders):
+    """A smaller first depth frame among full-size ones: only that frame is skipped, with its record."""
+    from featurizer.stage2d import run_2d
+
+    root, _ = copy
+    enc2d, _ = encoders
+    good = run_2d(_load(root), enc2d, _fusion())
+    Image.fromarray(np.full((H // 2, W // 2), 1500, np.uint16)).save(_frames_dir(root) / "depth" / "0.png")
+    scene = _load(root)
+    assert [f.image_size for f in scene.frames] == [(W, H)] * NUM_FRAMES  # the majority, not frame 0
+    np.testing.assert_array_equal(scene.frames[1].intrinsics, _load(root, frames="exported").frames[1].intrinsics)
+    result = run_2d(scene, enc2d, _fusion())
+    assert result.skipped_frames == {0: SIZE_MISMATCH}
+    assert good.skipped_frames == {}
+    assert set(result.features) and set(result.features) <= set(good.features)
+    assert all(result.records[i]["views"] <= good.records[i]["views"] for i in good.records)

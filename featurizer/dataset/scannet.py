@@ -158,6 +158,37 @@ def _has_ground_truth(d: Path, scene_id: str) -> bool:
     return agg.is_file()
 
 
+def _frame_size(depth_files: list[Path], meta: dict[str, str]) -> tuple[int, int] | None:
+    """The scene's depth image size (width, height): the size most of its depth images have.
+
+    No single frame decides it: every depth file's header is read (header only, no decoding), and the
+    odd frames are skipped later as "size mismatch" with a record. A tie goes to the meta's
+    ``depthWidth`` x ``depthHeight`` when it is among the tied sizes, else to the first frame's size.
+    None when no depth header is readable.
+    """
+    from collections import Counter
+
+    from PIL import Image
+
+    sizes = []
+    for path in depth_files:
+        try:
+            with Image.open(path) as im:  # header only
+                sizes.append(im.size)
+        except OSError:  # unreadable: frames.read_frame_checked skips the frame later
+            continue
+    if not sizes:
+        return None
+    counts = Counter(sizes)
+    best = max(counts.values())
+    tied = [s for s in counts if counts[s] == best]  # in first-seen order
+    try:
+        meta_size = (int(float(meta["depthWidth"])), int(float(meta["depthHeight"])))
+    except (KeyError, ValueError):
+        meta_size = None
+    return meta_size if meta_size in tied else tied[0]
+
+
 def _read_pose(path: Path) -> np.ndarray | None:
     """(4, 4) float64 camera-to-world of a pose file (``inf``/``nan`` kept); None when unreadable."""
     try:
@@ -476,8 +507,6 @@ class ScanNetReader:
     def _exported_frames(
         self, scene_id: str, meta: dict[str, str], meta_path: Path
     ) -> tuple[list[Frame], list[str]]:
-        from PIL import Image
-
         fd = self.frames_dir(scene_id)
         self._check_frames(scene_id, meta, meta_path)
         notes: list[str] = []
@@ -501,14 +530,7 @@ class ScanNetReader:
         if not ks:
             notes.append(f"no exported frames in {fd}")
             return [], notes
-        size = None
-        for k in ks:  # the first readable depth header gives the image size
-            try:
-                with Image.open(depths[k]) as im:  # header only
-                    size = im.size
-                break
-            except OSError:  # an unreadable file: frames.read_frame_checked skips the frame later
-                continue
+        size = _frame_size([depths[k] for k in ks], meta)
         if size is None:
             notes.append(f"no readable depth image among the {len(ks)} exported frame(s) in {fd / 'depth'}")
             return [], notes
