@@ -33,16 +33,19 @@ def _choices() -> dict:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
 
 
-def featurize(cfg: DictConfig) -> dict:
-    """One featurizer run; returns the run's summary (also written to <output_dir>/summary.json)."""
+def featurize(cfg: DictConfig) -> dict | None:
+    """One featurizer run; returns the run's summary (written to <output_dir>/summary.json), or None in
+    the processes of a multi-process run that are not rank 0 (only rank 0 merges and reports)."""
     import lightning as L
 
+    from featurizer.errors import ConfigError
+    from featurizer.files import remove_stale
     from featurizer.geometry import check_backend
     from featurizer.report import probe_run
-    from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
+    from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
+    from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.summary import format_summary, write_pictures
-    from featurizer.writer import (OutputNames, ShardWriter, StageStore, atomic_write_text, config_hash,
-                                   stage_hashes)
+    from featurizer.writer import OutputNames, ShardWriter, merge, write_summary
 
     started = time.time()
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
@@ -53,6 +56,9 @@ def featurize(cfg: DictConfig) -> dict:
     # Build and validate every part before any long work starts.
     check_backend(cfg.geometry_backend, option="geometry_backend")
     reader = instantiate(cfg.dataset)
+    if not reader.scene_ids:
+        raise ConfigError("dataset.scenes", "the list of scenes is empty: name at least one scene, or leave "
+                                            "dataset.scenes unset to read the split file")
     segmenter = instantiate(cfg.segmenter)
     reader.check()
     segmenter.check(reader.scene_ids)
@@ -62,25 +68,31 @@ def featurize(cfg: DictConfig) -> dict:
 
     sections = {k: OmegaConf.to_container(cfg[k], resolve=True)
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
-    store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None))
+    store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None),
+                       inputs=SceneInputs(reader, segmenter))
     names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
-    writer = ShardWriter(store, output_dir, reader.scene_ids, names,
-                         run_info={"choices": _choices(), "started_at": started, "output_dir": str(output_dir)})
-    token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
+    token_cache = (Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"])
                    if cfg.cache_tokens and encoder2d is not None else None)
+    # what a killed run left in this run's folders (temporary files of processes that are gone)
+    remove_stale(output_dir, output_dir / "pcd_all", *(store.folder(s) for s in store.stages),
+                 *([token_cache] if token_cache else []))
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
-                              frame_batch=cfg.frame_batch, token_cache_dir=token_cache,
+                              frame_batch=cfg.frame_batch,
+                              token_cache_dir=str(token_cache) if token_cache else None,
                               geometry_backend=cfg.geometry_backend)
-    trainer = instantiate(cfg.trainer, callbacks=[writer])
+    trainer = instantiate(cfg.trainer, callbacks=[ShardWriter(store)])
     trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, segmenter, store), cfg.scene_workers),
                     return_predictions=False)
+    if not trainer.is_global_zero:
+        return None
 
-    summary = json.loads((output_dir / "summary.json").read_text())
+    summary = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices()}, started_at=started)
+    write_summary(summary, output_dir)
     summary["metrics"] = probe_run(output_dir)  # feature-quality probe against GT labels -> metrics.json
     if encoder2d is not None and cfg.pictures:
         summary["pictures"] = write_pictures(output_dir, reader, segmenter, encoder2d, fusion, cfg.pictures)
     summary["timings"]["total"] = time.time() - started
-    atomic_write_text(json.dumps(summary, indent=2), output_dir / "summary.json")
+    write_summary(summary, output_dir)
     print(format_summary(summary, output_dir))
     return summary
 
@@ -92,13 +104,15 @@ def main(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(cfg.paths.output_dir)
-    logger = _optional(cfg.logger)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    logger = _optional(cfg.logger) if rank_zero_only.rank == 0 else None  # one wandb run per job
     try:
         if logger is not None:
             logger.start(OmegaConf.to_container(cfg, resolve=True), name=cfg.run_name or output_dir.name,
                          group=Path(hc.sweep.dir).name if multirun else None)
         summary = featurize(cfg)
-        if logger is not None:
+        if logger is not None and summary is not None:
             metrics_file = output_dir / "metrics.json"
             metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
             records = json.loads((output_dir / "records.json").read_text())

@@ -16,12 +16,27 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from featurizer.scene import MIN_POINTS_3D, Scene, instance_boxes, object_key
-from featurizer.writer import StageStore
+from featurizer.store import StageStore
+
+
+class SceneInputs:
+    """The files each stage reads for a scene (what the stage cache fingerprints): the reader's scene
+    files, its frames for the 2D stage, and the segmenter's files. Picklable, for spawned workers."""
+
+    def __init__(self, reader, segmenter):
+        self.reader = reader
+        self.segmenter = segmenter
+
+    def __call__(self, stage: str, scene_id: str) -> list[Path]:
+        return (self.reader.input_files(scene_id, frames=stage == "2d")
+                + self.segmenter.input_files(scene_id))
 
 
 class SceneDataset(Dataset):
-    """Scenes by index. Item: ``{"scene_id", "todo": [stages], "scene": Scene | None, "gt": list | None,
-    "read_s": seconds}``; the scene is read and segmented only when ``todo`` is not empty."""
+    """Scenes by index. Item: ``{"scene_id", "inputs": {stage: fingerprint}, "todo": [stages],
+    "scene": Scene | None, "gt": list | None, "read_s": seconds}``; the scene is read and segmented
+    only when ``todo`` (the stages without a shard for this configuration and these input files)
+    is not empty."""
 
     def __init__(self, reader, segmenter, store: StageStore):
         self.reader = reader
@@ -34,8 +49,10 @@ class SceneDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scene_id = self.scene_ids[index]
-        todo = self.store.missing_stages(scene_id)
-        item = {"scene_id": scene_id, "todo": todo, "scene": None, "gt": None, "read_s": 0.0}
+        inputs = self.store.fingerprints(scene_id)
+        todo = self.store.missing_stages(scene_id, inputs)
+        item = {"scene_id": scene_id, "inputs": inputs, "todo": todo, "scene": None, "gt": None,
+                "read_s": 0.0}
         if not todo:
             return item
         t0 = time.perf_counter()
@@ -128,7 +145,7 @@ class FeaturizerModule(L.LightningModule):
             shards["3d"] = stage3d(scene, batch["gt"], self.encoder3d, read_s=batch["read_s"])
         if "2d" in batch["todo"]:
             shards["2d"] = self.stage2d(scene)
-        return {"scene_id": batch["scene_id"], "shards": shards}
+        return {"scene_id": batch["scene_id"], "inputs": batch["inputs"], "shards": shards}
 
     def stage2d(self, scene: Scene) -> dict:
         from featurizer.stage2d import run_2d

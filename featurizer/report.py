@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ import torch
 from hydra.experimental.callback import Callback
 
 from featurizer.errors import DataError
+from featurizer.files import atomic, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -349,14 +349,6 @@ def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def probe_run(
     run_dir, k: int = 5, folds: int = 5, epochs: int = 100, seed: int = 0, iou_threshold: float = 0.5
 ) -> dict:
@@ -479,7 +471,7 @@ def probe_run(
     metrics["matched"] = matched
     metrics["unmatched"] = unmatched
     metrics["labels"] = None if gt is None else "gt"
-    _write_json_atomic(run_dir / "metrics.json", metrics)
+    atomic_write_json(metrics, run_dir / "metrics.json")
     return metrics
 
 
@@ -567,7 +559,8 @@ def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
                 row["error"] = f"probe failed: {e}"
     for name in METRIC_NAMES + ("chance", "coverage_3d", "coverage_2d"):
         row[name] = metrics.get(name)
-    timings = (summary or {}).get("timings") or {}
+    timings_path = job / "timings.json"  # written next to summary.json (times apart, for checksums)
+    timings = _read_json(timings_path) if timings_path.is_file() else {}
     row["time_s"] = timings.get("total")
     row["scenes"] = (summary or {}).get("scenes")
     row["instances"] = (summary or {}).get("instances")
@@ -648,7 +641,7 @@ def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) ->
         shown[1] = "**failed**" if cells[1] != "ok" else "ok"
         table_md.append("| " + " | ".join(shown) + " |")
     md_path = sweep_dir / "summary.md"
-    _write_text_atomic(md_path, "\n".join(md_lines + table_md) + "\n")
+    atomic_write_text("\n".join(md_lines + table_md) + "\n", md_path)
 
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -656,19 +649,13 @@ def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) ->
     for cells in table_rows:
         writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in cells])
     csv_path = sweep_dir / "summary.csv"
-    _write_text_atomic(csv_path, buf.getvalue())
+    atomic_write_text(buf.getvalue(), csv_path)
 
     png_path = sweep_dir / "summary.png"
     _plot_sweep(rows, varying, png_path, title=f"probe accuracy: {sweep_dir.name}")
     if echo:
         print("\n".join(table_md))
     return md_path, csv_path, png_path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plot_sweep(rows: list[dict], varying: list[str], path: Path, title: str) -> None:
@@ -713,9 +700,8 @@ def _plot_sweep(rows: list[dict], varying: list[str], path: Path, title: str) ->
             ax.set_title(title)
             ax.legend(loc="upper right", fontsize=8, ncol=4)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 class SweepSummary(Callback):

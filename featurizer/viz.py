@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featurizer.files import atomic
 from featurizer.scene import Scene
 
 
@@ -102,6 +103,7 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no frame sees this instance", ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
+    with atomic(out_png) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out_png

@@ -1,126 +1,36 @@
-"""Per-scene stage shards (atomic, resumable) and the merged Chat-Scene files.
+"""The Lightning callback that saves each scene's stage shards, and the merge into Chat-Scene's files.
 
-Layout:
-    <cache_dir>/<stage>/<hash>/<scene>.pt   one shard per scene and stage ("3d", "2d"); the hash covers
-                                            every config section the stage depends on, so a rerun
-                                            reuses a shard only when its configuration matches, and
-                                            a fusion sweep shares the 3D shards.
-    <output_dir>/                           the run's merged files (DESIGN.md section 3):
+Shards live in the stage cache (:mod:`featurizer.store`). After the predict loop, rank 0 merges every
+scene's shards into the run folder (DESIGN.md section 3):
+
+    <output_dir>/
         pcd_all/<scene>.pth
         scannet_<split>_attributes.pt                  GT instances
         scannet_<segmenter>_<split>_attributes.pt      predicted instances (segmenter != gt)
         scannet_<segmenter>_<encoder3d>_feats.pt
         scannet_<segmenter>_videofeats.pt
         records.json                                   per key: why a feature is missing, views, points
-        summary.json                                   counts, reasons, timings, file names
+        summary.json                                   counts, reasons, choices, file names (no times)
+        timings.json                                   seconds per stage, start time (differs run to run)
+
+Every file but ``timings.json`` has the same bytes when the same configuration runs twice on the same
+inputs, so users can compare runs and downloads by checksum.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import statistics
-import tempfile
-from contextlib import contextmanager
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from featurizer.errors import FeaturizerError
-
-# Bump when a stage's algorithm changes in a way that invalidates cached shards.
-STAGE_VERSIONS = {"3d": 1, "2d": 1}
-
-
-def config_hash(*parts: Any) -> str:
-    """Stable 16-hex-digit hash of JSON-serialisable config parts."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def stage_hashes(sections: dict[str, Any], with_2d: bool) -> dict[str, str]:
-    """Config hash of each stage from the resolved config sections it depends on.
-
-    3D: dataset, segmenter, encoder3d. 2D: dataset, segmenter, encoder2d, fusion. A fusion sweep
-    therefore reuses the 3D shards; changing the segmenter recomputes both.
-    """
-    base = (sections["dataset"], sections["segmenter"])
-    hashes = {"3d": config_hash("3d", STAGE_VERSIONS["3d"], *base, sections["encoder3d"])}
-    if with_2d:
-        hashes["2d"] = config_hash("2d", STAGE_VERSIONS["2d"], *base, sections["encoder2d"], sections["fusion"])
-    return hashes
-
-
-@contextmanager
-def _atomic(path: Path):
-    """Yields a temporary path in ``path``'s folder; renamed onto ``path`` only if the body succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    with _atomic(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    with _atomic(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-class StageStore:
-    """Shards of each (stage, scene) under ``<cache_dir>/<stage>/<hash>/<scene>.pt``.
-
-    hashes: stage name -> config hash; a stage absent from ``hashes`` is not run.
-    """
-
-    def __init__(self, cache_dir: str | Path, hashes: dict[str, str]):
-        self.root = Path(cache_dir)
-        self.hashes = dict(hashes)
-
-    @property
-    def stages(self) -> list[str]:
-        return list(self.hashes)
-
-    def path(self, stage: str, scene_id: str) -> Path:
-        return self.root / stage / self.hashes[stage] / f"{scene_id}.pt"
-
-    def load(self, stage: str, scene_id: str) -> dict | None:
-        """The shard, or None when absent, unreadable, or recorded under another configuration."""
-        path = self.path(stage, scene_id)
-        if not path.exists():
-            return None
-        try:
-            shard = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a corrupt shard is recomputed, never trusted
-            return None
-        if not isinstance(shard, dict) or shard.get("hash") != self.hashes[stage]:
-            return None
-        return shard
-
-    def missing_stages(self, scene_id: str) -> list[str]:
-        """Stages without a shard for this configuration (the hash is part of the path, and shards are
-        written atomically, so existence is enough; :meth:`load` still checks the recorded hash)."""
-        return [s for s in self.stages if not self.path(s, scene_id).exists()]
-
-    def save(self, stage: str, scene_id: str, payload: dict) -> None:
-        atomic_save({**payload, "hash": self.hashes[stage], "scene_id": scene_id, "created": time.time()},
-                    self.path(stage, scene_id))
+from featurizer.files import atomic_save, atomic_write_text
+from featurizer.store import StageStore
 
 
 @dataclass
@@ -152,30 +62,23 @@ class OutputNames:
 
 
 class ShardWriter(BasePredictionWriter):
-    """Writes each scene's freshly computed stage shards at the end of its predict batch.
+    """Saves each scene's freshly computed stage shards at the end of its predict batch.
 
-    Prediction (from ``FeaturizerModule.predict_step``): ``{"scene_id": str, "shards": {stage: payload}}``.
-    At the end of the loop, rank 0 merges every scene's shards into the run's Chat-Scene files.
+    Prediction (from ``FeaturizerModule.predict_step``): ``{"scene_id": str, "inputs": {stage:
+    fingerprint}, "shards": {stage: payload}}``. The merge is not done here: after the loop, rank 0
+    calls :func:`merge` (``run.py``), once, whatever the strategy.
     """
 
-    def __init__(self, store: StageStore, output_dir: str | Path, scene_ids: list[str], names: OutputNames,
-                 run_info: dict | None = None):
+    def __init__(self, store: StageStore):
         super().__init__(write_interval="batch")
         self.store = store
-        self.output_dir = Path(output_dir)
-        self.scene_ids = list(scene_ids)
-        self.names = names
-        self.run_info = dict(run_info or {})
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for stage, payload in prediction["shards"].items():
-            self.store.save(stage, prediction["scene_id"], payload)
+            self.store.save(stage, prediction["scene_id"], payload, prediction["inputs"][stage])
 
     def on_predict_end(self, trainer, pl_module):
-        trainer.strategy.barrier()
-        if trainer.is_global_zero:
-            merge(self.store, self.output_dir, self.scene_ids, self.names, self.run_info)
-        trainer.strategy.barrier()
+        trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 merges
 
 
 def _stats(values: list[float]) -> dict:
@@ -196,14 +99,15 @@ def _feature_stats(feats: dict[str, torch.Tensor]) -> dict | None:
 
 
 def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: OutputNames,
-          run_info: dict | None = None) -> dict:
-    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files; returns the summary.
+          run_info: dict | None = None, started_at: float = 0.0) -> dict:
+    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files and ``records.json``; returns
+    the run's summary (with its ``timings``; :func:`write_summary` writes it).
 
     Every output is written atomically: an interrupted merge leaves the earlier files intact.
+    started_at: the run's start (a Unix time); time per stage counts the shards created since.
     """
     output_dir = Path(output_dir)
     run_info = dict(run_info or {})
-    started_at = float(run_info.get("started_at", 0.0))
     attributes: dict[str, dict] = {}
     gt_attributes: dict[str, dict] = {}
     feats3d: dict[str, torch.Tensor] = {}
@@ -218,8 +122,9 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
         s3 = store.load("3d", scene_id)
         s2 = store.load("2d", scene_id) if has_2d else None
         if s3 is None or (has_2d and s2 is None):
-            raise FeaturizerError(f"{store.root}: scene {scene_id} has no finished shard to merge "
-                                  f"(was the run interrupted? rerun to resume)")
+            raise FeaturizerError(f"{store.root}: scene {scene_id} has no finished shard for its current "
+                                  f"input files (was the run interrupted, or did its files change during "
+                                  f"the run? rerun to resume)")
         pcd = (s3["coords"], s3["colors"], list(s3["labels"]), [ids.tolist() for ids in s3["point_ids"]])
         atomic_save(pcd, output_dir / "pcd_all" / f"{scene_id}.pth")
         attributes[scene_id] = {"objects": list(s3["labels"]), "locs": s3["locs"]}
@@ -277,6 +182,15 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
         "notes": notes,
         "files": files,
     }
+    summary["timings"]["started_at"] = started_at
     atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / "records.json")
-    atomic_write_text(json.dumps(summary, indent=2), output_dir / "summary.json")
     return summary
+
+
+def write_summary(summary: dict, output_dir: Path) -> None:
+    """``summary.json`` (everything but the times: the same bytes when a run is repeated) and
+    ``timings.json`` (seconds per stage, the start time)."""
+    output_dir = Path(output_dir)
+    rest = {k: v for k, v in summary.items() if k != "timings"}
+    atomic_write_text(json.dumps(rest, indent=2) + "\n", output_dir / "summary.json")
+    atomic_write_text(json.dumps(summary.get("timings", {}), indent=2) + "\n", output_dir / "timings.json")

@@ -212,7 +212,7 @@ def _test_split_root(tmp_path: Path):
 def test_test_split_runs_with_predicted_instances(tmp_path, encoders):
     from featurizer.module import SceneDataset, stage3d
     from featurizer.segmenter.instance_npz import InstanceNpz
-    from featurizer.writer import StageStore
+    from featurizer.store import StageStore
 
     root, gt = _test_split_root(tmp_path / "data")
     scan = root / "scans_test" / SID

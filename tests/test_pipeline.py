@@ -186,3 +186,74 @@ def test_bad_input_is_one_clear_error_and_keeps_earlier_outputs(first_run, data_
     after = {p: p.read_bytes() for p in run1.rglob("*") if p.is_file() and ".hydra" not in p.parts}
     changed = [str(p) for p in before if after.get(p) != before[p]]
     assert not changed, f"a failed run changed earlier outputs: {changed}"
+
+
+def _digests(run_dir: Path) -> dict[str, str]:
+    """sha256 of every output a user would checksum: the .pt/.pth files and the JSON files but timings."""
+    import hashlib
+
+    files = [p for p in sorted(run_dir.rglob("*")) if p.suffix in (".pt", ".pth", ".json")
+             and p.name != "timings.json" and ".hydra" not in p.parts]
+    return {p.relative_to(run_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.slow
+def test_two_clean_runs_write_byte_identical_files(first_run, data_dir, tmp_path):
+    root, run1, _ = first_run
+    other = tmp_path / "clean"  # its own cache: every stage computed again
+    other.mkdir()
+    _run(other, "run", data_dir=data_dir)
+    a, b = _digests(run1), _digests(other / "run")
+    assert {"summary.json", "records.json", "metrics.json", "scannet_gt_uni3d_feats.pt",
+            "scannet_gt_videofeats.pt", "scannet_val_attributes.pt"} <= set(a)
+    assert any(name.startswith("pcd_all/") for name in a)
+    assert a == b
+    timings = json.loads((other / "run" / "timings.json").read_text())
+    assert timings["total"] > 0 and "timings" not in json.loads((other / "run" / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_an_empty_scene_list_is_an_error_and_never_reports_an_old_summary(first_run, data_dir, tmp_path):
+    root, run1, _ = first_run
+    before = (run1 / "summary.json").read_bytes()
+    for run_dir in (run1, tmp_path / "new"):  # a reused folder and a new one
+        proc = _run(root, str(run_dir), "dataset.scenes=[]", data_dir=data_dir, check=False)
+        assert proc.returncode != 0
+        assert "featurizer: error:" in proc.stderr and "dataset.scenes" in proc.stderr
+        assert "Traceback" not in proc.stderr and "featurizer run summary" not in proc.stdout
+    assert (run1 / "summary.json").read_bytes() == before
+    assert not (tmp_path / "new" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_changed_input_files_recompute_only_their_scene_and_stage(data_dir, tmp_path):
+    """A frame truncated then put back: the rerun recomputes that scene's 2D stage and no other shard."""
+    src = next(p for p in data_dir.rglob("scans") if p.is_dir()).parent
+    copy = tmp_path / "scannet"
+    shutil.copytree(src, copy)
+    scenes = sorted(p.name for p in (copy / "scans").iterdir())[:2]
+    args = ("dataset=scannet", f"dataset.root={copy}", f"dataset.scenes=[{','.join(scenes)}]")
+    jpg = sorted((copy / "scannet_2d" / scenes[1] / "color").glob("*.jpg"))[2]
+    good = jpg.read_bytes()
+    jpg.write_bytes(good[: len(good) // 2])  # truncated
+
+    def run(name):
+        _run(tmp_path, name, *args, data_dir=data_dir, small=False)
+        out = tmp_path / name
+        return json.loads((out / "summary.json").read_text()), _merged(out)
+
+    summary, truncated = run("truncated")
+    assert summary["computed_scenes"] == {"3d": 2, "2d": 2}
+    assert "unreadable or truncated image" in " ".join(summary["notes"][scenes[1]])
+    jpg.write_bytes(good)  # put back
+    summary, restored = run("restored")
+    assert summary["computed_scenes"] == {"3d": 0, "2d": 1}
+    assert scenes[1] not in summary["notes"]
+    feats = "scannet_gt_videofeats.pt"
+    first = [k for k in truncated[feats] if k.startswith(scenes[0])]
+    assert first and all(torch.equal(truncated[feats][k], restored[feats][k]) for k in first)
+    assert any(not torch.equal(truncated[feats][k], restored[feats][k])
+               for k in truncated[feats] if k.startswith(scenes[1]))
+    _assert_same(truncated["scannet_gt_uni3d_feats.pt"], restored["scannet_gt_uni3d_feats.pt"])
+    summary, _ = run("again")
+    assert summary["computed_scenes"] == {"3d": 0, "2d": 0}

@@ -282,7 +282,8 @@ def build_sweep(sweep: Path) -> None:
         )
         if j < 3:
             summary = {"status": "ok", "error": None, "choices": {"dataset": "synthetic", "fusion": fusion},
-                       "scenes": 2, "instances": 10, "timings": {"total": 1.5 + j}}
+                       "scenes": 2, "instances": 10}
+            (job / "timings.json").write_text(json.dumps({"total": 1.5 + j}))
             (job / "metrics.json").write_text(json.dumps(JOB_METRICS[j]))
         else:
             summary = {"status": "failed", "error": "RuntimeError: boom | in fusion\nsecond line",

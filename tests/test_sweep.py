@@ -47,13 +47,13 @@ def _cell(value) -> str:
 
 def _assert_row_is_the_job(row: dict, job: Path) -> None:
     metrics = _json(job / "metrics.json")
-    summary = _json(job / "summary.json")
+    timings = _json(job / "timings.json")
     assert row["job"] == job.name and row["status"] == "ok" and row["error"] == ""
     for name in METRICS:
         assert row[name] == _cell(metrics[name]), f"{job.name}: {name}"
         if row[name]:
             assert float(row[name]) == metrics[name]
-    assert float(row["time_s"]) == summary["timings"]["total"]
+    assert float(row["time_s"]) == timings["total"]
 
 
 @pytest.fixture(scope="module")

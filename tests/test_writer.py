@@ -1,12 +1,21 @@
-"""Stage shards: keyed by configuration, written atomically, never trusted when they do not match."""
+"""Stage shards: keyed by configuration and input files, written atomically with reproducible bytes,
+never trusted when they do not match; stale temporary files of killed runs are removed."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from featurizer.errors import FeaturizerError
-from featurizer.writer import OutputNames, StageStore, atomic_save, config_hash, merge, stage_hashes
+from featurizer.files import STALE_AFTER_S, atomic_save, remove_stale, temporary_path
+from featurizer.store import StageStore, config_hash, fingerprint, stage_hashes
+from featurizer.writer import OutputNames, merge
 
 
 def test_stage_hashes_follow_the_sections_each_stage_depends_on():
@@ -26,7 +35,7 @@ def test_stage_hashes_follow_the_sections_each_stage_depends_on():
 def test_store_resumes_by_configuration_and_refuses_foreign_or_corrupt_shards(tmp_path):
     store = StageStore(tmp_path, {"3d": "h1"})
     assert store.missing_stages("s0") == ["3d"]
-    store.save("3d", "s0", {"feats": {"s0_00": torch.ones(3)}})
+    store.save("3d", "s0", {"feats": {"s0_00": torch.ones(3)}}, inputs="any")
     assert store.missing_stages("s0") == []
     assert torch.equal(store.load("3d", "s0")["feats"]["s0_00"], torch.ones(3))
     assert list(tmp_path.rglob("*.tmp")) == []
@@ -60,3 +69,66 @@ def test_merge_names_the_unfinished_scene(tmp_path):
     with pytest.raises(FeaturizerError, match="scene0001_00"):
         merge(store, tmp_path / "out", ["scene0001_00"], names)
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_store_recomputes_a_scene_whose_input_files_changed(tmp_path):
+    files = {"s0": [tmp_path / "s0_pose.txt", tmp_path / "s0_mesh.ply"], "s1": [tmp_path / "s1_pose.txt"]}
+    for paths in files.values():
+        for p in paths:
+            p.write_text(f"content of {p.name}")
+    store = StageStore(tmp_path / "cache", {"3d": "h"}, inputs=lambda stage, scene: files[scene])
+    for scene in files:
+        store.save("3d", scene, {"v": scene}, store.fingerprint("3d", scene))
+    assert store.missing_stages("s0") == store.missing_stages("s1") == []
+    before = store.fingerprint("3d", "s0")
+
+    # same size, same modification time, other bytes: the content of a small file counts
+    stat = files["s0"][0].stat()
+    files["s0"][0].write_text("CONTENT OF s0_pose.txt")
+    os.utime(files["s0"][0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert store.missing_stages("s0") == ["3d"] and store.load("3d", "s0") is None
+    assert store.missing_stages("s1") == []  # the other scene is untouched
+    store.save("3d", "s0", {"v": "new"}, store.fingerprint("3d", "s0"))
+    assert store.load("3d", "s0")["v"] == "new"
+    assert len(list(store.folder("3d").glob("s0.*.pt"))) == 1  # the shard of the old inputs is gone
+
+    # a file that disappears changes the fingerprint too; the order of the paths does not
+    present = store.fingerprint("3d", "s0")
+    assert present != before
+    files["s0"][1].unlink()
+    assert store.fingerprint("3d", "s0") not in (before, present)
+    assert fingerprint(files["s1"]) == fingerprint(list(reversed(files["s1"])))
+
+
+def test_atomic_save_writes_the_same_bytes_for_the_same_object(tmp_path):
+    obj = {"feats": {"a_00": torch.arange(6.0)}, "labels": ["chair", "table"]}
+    atomic_save(obj, tmp_path / "one.pt")
+    atomic_save(obj, tmp_path / "two" / "other_name.pt")
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "one.pt",
+                                                                    tmp_path / "two" / "other_name.pt")]
+    assert digest[0] == digest[1]
+    loaded = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert torch.equal(loaded["feats"]["a_00"], obj["feats"]["a_00"]) and loaded["labels"] == obj["labels"]
+
+
+def test_remove_stale_deletes_only_temporaries_of_dead_processes(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = temporary_path(tmp_path / "summary.json")
+    theirs = temporary_path(tmp_path / "feats.pt")
+    theirs = theirs.with_name(theirs.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    folder = temporary_path(tmp_path / "scannet_synth")
+    folder = folder.with_name(folder.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    far_old = tmp_path / ".x.pt.otherhost-1-0123abcd.tmp"
+    far_new = tmp_path / ".y.pt.otherhost-1-0123abcd.tmp"
+    user = tmp_path / ".notes.tmp"  # not named by featurizer: never touched
+    for p in (mine, theirs, far_old, far_new, user):
+        p.write_text("x")
+    folder.mkdir()
+    (folder / "scene0000_00.ply").write_text("half written")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(far_old, (old, old))
+    removed = remove_stale(tmp_path, tmp_path / "absent")
+    assert sorted(removed) == sorted([theirs, folder, far_old])
+    assert mine.exists() and far_new.exists() and user.exists()
+    assert not theirs.exists() and not folder.exists() and not far_old.exists()

@@ -25,6 +25,7 @@ alignment and no instances.
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -313,6 +314,22 @@ class ScanNetReader:
         if self._labels is None:
             self._labels = read_label_table(self.labels_tsv)
         return self._labels
+
+    def input_files(self, scene_id: str, frames: bool = True) -> list[Path]:
+        """The files a scene's stages read (fingerprinted by the stage cache, :mod:`featurizer.store`):
+        mesh, meta, aggregation, segs and the labels tsv, and with ``frames`` every file of the
+        scene's exported frames (or its ``.sens``)."""
+        d = self.scene_dir(scene_id)
+        files = [d / f"{scene_id}{suffix}" for suffix in (PLY_SUFFIX, ".txt", AGG_SUFFIX, SEGS_SUFFIX)]
+        files.append(self.labels_tsv)
+        if frames and self.frames == "sens":
+            files.append(self.sens_path(scene_id))
+        elif frames and self.frames == "exported":
+            fd = self.frames_dir(scene_id)
+            for sub in ("color", "depth", "pose", "intrinsic"):
+                if (fd / sub).is_dir():
+                    files.extend(Path(e.path) for e in os.scandir(fd / sub) if e.is_file())
+        return files
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:

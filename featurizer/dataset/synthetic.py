@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from featurizer.dataset.labels import TSV_NAME
 from featurizer.dataset.render import look_at, render_mesh
 from featurizer.dataset.scannet import AGG_SUFFIX, PLY_SUFFIX, SEGS_SUFFIX, ScanNetReader
 from featurizer.errors import ConfigError
+from featurizer.files import remove_stale, temporary_path
 
 GENERATOR_VERSION = 2
 DONE_MARKER = ".done"
@@ -759,7 +759,8 @@ class SyntheticScanNet(ScanNetReader):
         if (final / DONE_MARKER).is_file():
             return final
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.data_dir / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        remove_stale(self.data_dir)  # half-generated folders of killed runs
+        tmp = temporary_path(final)
         try:
             generate_dataset(tmp, **self.generator_params)
             done = {**self.generator_params, "version": GENERATOR_VERSION}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from featurizer.writer import atomic_save
+from featurizer.files import atomic_save
 
 
 class TokenCache:

@@ -28,6 +28,10 @@ class Segmenter:
         """The file holding this segmenter's output for ``scene_id`` (segmenters that read files)."""
         raise NotImplementedError
 
+    def input_files(self, scene_id: str) -> list[Path]:
+        """The files this segmenter reads for ``scene_id`` (fingerprinted by the stage cache)."""
+        return [self.scene_file(scene_id)]
+
     def check_scene_files(self, folder: Path, scene_ids: list[str], what: str) -> None:
         """DataError naming the folder, or the first missing file and how many scenes lack theirs."""
         if not Path(folder).is_dir():

@@ -125,6 +125,12 @@ class Mask3DExport(Segmenter):
         self.check_scene_files(self.export_dir, scene_ids, "Mask3D export")
         self.class_names()
 
+    def input_files(self, scene_id: str) -> list[Path]:
+        """The scene's prediction list, every mask file it names, and the labels tsv."""
+        txt = self.scene_file(scene_id)
+        masks = [mask for mask, _, _ in self.read_predictions(scene_id)] if txt.is_file() else []
+        return [txt, self.labels_path(), *masks]
+
     def read_predictions(self, scene_id: str) -> list[tuple[Path, int, float]]:
         """``(mask file, class id, score)`` per line of ``<scene>.txt``, in file order."""
         txt = self.scene_file(scene_id)
