@@ -257,3 +257,21 @@ def test_changed_input_files_recompute_only_their_scene_and_stage(data_dir, tmp_
     _assert_same(truncated["scannet_gt_uni3d_feats.pt"], restored["scannet_gt_uni3d_feats.pt"])
     summary, _ = run("again")
     assert summary["computed_scenes"] == {"3d": 0, "2d": 0}
+
+
+@pytest.mark.slow
+def test_ddp_subprocess_launcher_runs_the_post_run_steps_once(first_run, data_dir, tmp_path):
+    """trainer=ddp as on a GPU machine (Lightning's subprocess launcher re-runs run.py per rank under
+    Hydra), here on 2 CPU processes: one output folder, equal to the single-process run's, one merge,
+    one summary, one wandb run."""
+    root, run1, _ = first_run
+    proc = run_featurizer(*SMALL, "pictures=0", "logger=wandb", f"paths.data_dir={data_dir}",
+                          f"hydra.run.dir={tmp_path / 'run'}", "trainer=ddp", "trainer.accelerator=cpu",
+                          "trainer.devices=2", root=tmp_path)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr  # two processes did run
+    assert proc.stdout.count("featurizer run summary") == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["computed_scenes"] == {"3d": 2, "2d": 2}, "each scene exactly once"
+    assert len(list((tmp_path / "run").rglob("offline-run-*"))) == 1
+    _assert_same(_merged(run1), _merged(tmp_path / "run"))
+    assert (run1 / "records.json").read_text() == (tmp_path / "run" / "records.json").read_text()
