@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -33,15 +32,16 @@ def _choices() -> dict:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
 
 
-def featurize(cfg: DictConfig) -> dict | None:
-    """One featurizer run; returns the run's summary (written to <output_dir>/summary.json), or None in
-    the processes of a multi-process run that are not rank 0 (only rank 0 merges and reports)."""
+def featurize(cfg: DictConfig):
+    """One featurizer run; returns its :class:`featurizer.writer.RunResult` (summary, records, features),
+    or None in the processes of a multi-process run that are not rank 0 (only rank 0 merges and reports)."""
     import lightning as L
 
     from featurizer.errors import ConfigError
     from featurizer.files import remove_stale
     from featurizer.geometry import check_backend
-    from featurizer.report import probe_run
+    from featurizer.files import atomic_write_json
+    from featurizer.probe import probe
     from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
     from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.summary import format_summary, write_pictures
@@ -70,7 +70,7 @@ def featurize(cfg: DictConfig) -> dict | None:
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
     store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None),
                        inputs=SceneInputs(reader, segmenter))
-    names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
+    names = OutputNames(reader.name, segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
     token_cache = (Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"])
                    if cfg.cache_tokens and encoder2d is not None else None)
     # what a killed run left in this run's folders (temporary files of processes that are gone)
@@ -86,42 +86,44 @@ def featurize(cfg: DictConfig) -> dict | None:
     if not trainer.is_global_zero:
         return None
 
-    summary = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices()}, started_at=started)
-    write_summary(summary, output_dir)
-    summary["metrics"] = probe_run(output_dir)  # feature-quality probe against GT labels -> metrics.json
+    # Rank 0 only, once: merge, probe, pictures; the result stays in memory for the logger.
+    result = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices()}, started_at=started)
+    summary = result.summary
+    summary["metrics"] = probe(result.feats3d, result.feats2d, result.attributes, result.gt_attributes,
+                               instances=summary["instances"], source=output_dir)
+    atomic_write_json(summary["metrics"], output_dir / "metrics.json")
     if encoder2d is not None and cfg.pictures:
-        summary["pictures"] = write_pictures(output_dir, reader, segmenter, encoder2d, fusion, cfg.pictures)
+        summary["pictures"] = write_pictures(output_dir, result.records, reader, segmenter, encoder2d, fusion,
+                                             cfg.pictures)
     summary["timings"]["total"] = time.time() - started
     write_summary(summary, output_dir)
     print(format_summary(summary, output_dir))
-    return summary
+    return result
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from featurizer.errors import FeaturizerError
+    from featurizer.files import atomic_write_json
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     output_dir = Path(cfg.paths.output_dir)
-    from lightning.pytorch.utilities import rank_zero_only
-
     logger = _optional(cfg.logger) if rank_zero_only.rank == 0 else None  # one wandb run per job
     try:
         if logger is not None:
             logger.start(OmegaConf.to_container(cfg, resolve=True), name=cfg.run_name or output_dir.name,
                          group=Path(hc.sweep.dir).name if multirun else None)
-        summary = featurize(cfg)
-        if logger is not None and summary is not None:
-            metrics_file = output_dir / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
-            records = json.loads((output_dir / "records.json").read_text())
-            logger.log_summary(summary, metrics, records)
+        result = featurize(cfg)
+        if logger is not None and result is not None:
+            logger.log_summary(result.summary, result.summary["metrics"], result.records)
             if getattr(logger, "sync_dir", None):
                 mode = getattr(logger, "mode", "")
                 print(f"wandb ({mode}): {logger.sync_dir}" + ("  (upload: wandb sync <that folder>)"
                                                                if mode == "offline" else ""))
-        return summary
+        return None if result is None else result.summary
     except Exception as exc:
         if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, FeaturizerError):
             exc = exc.__cause__  # a part's constructor refused its input: show that one clear message
@@ -129,7 +131,7 @@ def main(cfg: DictConfig) -> dict | None:
             failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                       "choices": _choices()}
             output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "summary.json").write_text(json.dumps(failed, indent=2))
+            atomic_write_json(failed, output_dir / "summary.json")
             traceback.print_exc()
             print(f"featurizer: job {hc.job.num} failed: {failed['error']}", file=sys.stderr)
             return failed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -63,12 +62,12 @@ def format_summary(summary: dict, output_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_pictures(output_dir: Path, reader, segmenter, encoder2d, fusion, count: int) -> list[str]:
+def write_pictures(output_dir: Path, records: dict, reader, segmenter, encoder2d, fusion, count: int) -> list[str]:
     """Pictures of the ``count`` best-seen instances of the first scene: chosen views, projected points,
-    pooled region and the patch grid actually encoded (featurizer.viz)."""
+    pooled region and the patch grid actually encoded (featurizer.viz). records: the run's records
+    (:class:`featurizer.writer.RunResult`); the first scene's 2D stage runs again, traced."""
     from featurizer.viz import draw_instance_views
 
-    records = json.loads((Path(output_dir) / "records.json").read_text())
     if not reader.scene_ids:
         return []
     scene_id = reader.scene_ids[0]

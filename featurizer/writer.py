@@ -5,10 +5,10 @@ scene's shards into the run folder (DESIGN.md section 3):
 
     <output_dir>/
         pcd_all/<scene>.pth
-        scannet_<split>_attributes.pt                  GT instances
-        scannet_<segmenter>_<split>_attributes.pt      predicted instances (segmenter != gt)
-        scannet_<segmenter>_<encoder3d>_feats.pt
-        scannet_<segmenter>_videofeats.pt
+        <dataset>_<split>_attributes.pt                  GT instances (<dataset>: the reader's name, scannet)
+        <dataset>_<segmenter>_<split>_attributes.pt      predicted instances (segmenter != gt)
+        <dataset>_<segmenter>_<encoder3d>_feats.pt
+        <dataset>_<segmenter>_videofeats.pt
         records.json                                   per key: why a feature is missing, views, points
         summary.json                                   counts, reasons, choices, file names (no times)
         timings.json                                   seconds per stage, start time (differs run to run)
@@ -35,8 +35,10 @@ from featurizer.store import StageStore
 
 @dataclass
 class OutputNames:
-    """Chat-Scene's file names for one run."""
+    """Chat-Scene's file names for one run, from the parts' names: the reader's (``scannet``), the
+    segmenter's and the 3D encoder's (DESIGN.md section 3)."""
 
+    dataset: str
     segmenter: str
     encoder3d: str
     split: str
@@ -44,21 +46,21 @@ class OutputNames:
 
     @property
     def gt_attributes(self) -> str:
-        return f"scannet_{self.split}_attributes.pt"
+        return f"{self.dataset}_{self.split}_attributes.pt"
 
     @property
     def attributes(self) -> str:
         if self.ground_truth:
             return self.gt_attributes
-        return f"scannet_{self.segmenter}_{self.split}_attributes.pt"
+        return f"{self.dataset}_{self.segmenter}_{self.split}_attributes.pt"
 
     @property
     def feats3d(self) -> str:
-        return f"scannet_{self.segmenter}_{self.encoder3d}_feats.pt"
+        return f"{self.dataset}_{self.segmenter}_{self.encoder3d}_feats.pt"
 
     @property
     def feats2d(self) -> str:
-        return f"scannet_{self.segmenter}_videofeats.pt"
+        return f"{self.dataset}_{self.segmenter}_videofeats.pt"
 
 
 class ShardWriter(BasePredictionWriter):
@@ -98,10 +100,30 @@ def _feature_stats(feats: dict[str, torch.Tensor]) -> dict | None:
             "finite": bool(torch.isfinite(x).all())}
 
 
+@dataclass
+class RunResult:
+    """What one run produced, kept in memory from the merge to the probe, the pictures and the logger.
+
+    summary: counts, reasons, choices, file names and ``timings`` (written by :func:`write_summary`);
+    records: per key, why a feature is missing, views, points (``records.json``);
+    feats3d / feats2d: ``{key: (D,) float32}`` (feats2d None without a 2D stage);
+    attributes / gt_attributes: ``{scene: {"objects": [labels], "locs": (I, 6)}}``; for ground-truth
+    instances both are the same dict; gt_attributes None when the scenes have no GT (test split).
+    """
+
+    summary: dict
+    records: dict
+    feats3d: dict
+    feats2d: dict | None
+    attributes: dict
+    gt_attributes: dict | None
+
+
 def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: OutputNames,
-          run_info: dict | None = None, started_at: float = 0.0) -> dict:
-    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files and ``records.json``; returns
-    the run's summary (with its ``timings``; :func:`write_summary` writes it).
+          run_info: dict | None = None, started_at: float = 0.0) -> RunResult:
+    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files and ``records.json``.
+
+    Returns the run's result; its summary holds the ``timings`` (:func:`write_summary` writes both).
 
     Every output is written atomically: an interrupted merge leaves the earlier files intact.
     started_at: the run's start (a Unix time); time per stage counts the shards created since.
@@ -184,7 +206,8 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
     }
     summary["timings"]["started_at"] = started_at
     atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / "records.json")
-    return summary
+    gt = (attributes if names.ground_truth else gt_attributes) if gt_attributes else None
+    return RunResult(summary, records, feats3d, feats2d if has_2d else None, attributes, gt)
 
 
 def write_summary(summary: dict, output_dir: Path) -> None:

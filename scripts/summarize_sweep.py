@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featurizer.errors import FeaturizerError  # noqa: E402
-from featurizer.report import summarize_sweep  # noqa: E402
+from featurizer.sweep import summarize_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

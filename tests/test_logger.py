@@ -10,7 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from featurizer.errors import ConfigError, DataError
-from featurizer.logger import NullLogger, WandbRunLogger, flatten_summary, read_offline_run
+from featurizer.logger import NullLogger, WandbRunLogger, flatten_summary
+from wandb_offline import read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

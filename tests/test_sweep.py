@@ -77,7 +77,7 @@ def test_fusion_sweep_writes_jobs_and_a_summary_of_their_metrics(fusion_sweep):
         assert summary["scenes"] == 2 and summary["keys_2d"] > 0
         assert (job / "metrics.json").is_file()
         # one offline wandb run per job, inside the job's folder, grouped by the sweep, holding the probe
-        from featurizer.logger import read_offline_run
+        from wandb_offline import read_offline_run
 
         runs = sorted((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"{job.name}: {runs}"

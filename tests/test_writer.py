@@ -65,7 +65,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_merge_names_the_unfinished_scene(tmp_path):
     store = StageStore(tmp_path / "cache", {"3d": "h"})
-    names = OutputNames("gt", "uni3d", "val", ground_truth=True)
+    names = OutputNames("scannet", "gt", "uni3d", "val", ground_truth=True)
     with pytest.raises(FeaturizerError, match="scene0001_00"):
         merge(store, tmp_path / "out", ["scene0001_00"], names)
     assert not (tmp_path / "out" / "summary.json").exists()

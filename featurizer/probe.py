@@ -1,27 +1,20 @@
-"""Feature-quality probe of a run, and tables and plots of a sweep.
+"""Feature-quality probe of a run: how well its features separate object classes.
 
-A run folder (Hydra's output dir of one job) holds ``summary.json`` and the Chat-Scene files it
-names (DESIGN.md section 3). :func:`probe_run` measures how well the written features separate
-object classes, with ground-truth labels: predicted instances are matched to ground-truth boxes by
-3D IoU (:func:`match_to_gt`), then a cosine k-nearest-neighbour classifier and a linear probe are
-cross-validated with folds split by scene, for the 3D, the 2D and the concatenated features. The
-numbers go to ``<run>/metrics.json``.
-
-:func:`summarize_sweep` turns a Hydra multirun folder into ``summary.md``, ``summary.csv`` and
-``summary.png`` (one row per job, failed jobs included), and :class:`SweepSummary` runs it as a
-Hydra callback at the end of a multirun.
+:func:`probe` takes a run's features and attributes (in memory, as :func:`featurizer.writer.merge`
+returns them) and ground-truth labels: predicted instances are matched to ground-truth boxes by 3D
+IoU (:func:`match_to_gt`), then a cosine k-nearest-neighbour classifier and a linear probe are
+cross-validated with folds split by scene, for the 3D, the 2D and the concatenated features.
+:func:`probe_run` does the same for a run folder on disk (``summary.json`` and the Chat-Scene files
+it names), for sweeps summarised after the fact. The numbers go to ``<run>/metrics.json``.
 
 Pure numpy/torch (no sklearn); every result is deterministic.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
-import re
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.experimental.callback import Callback
 
 from featurizer.errors import DataError
-from featurizer.files import atomic, atomic_write_json, atomic_write_text
+from featurizer.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +281,7 @@ def match_to_gt(pred_locs, gt_locs, threshold: float = 0.5) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -349,52 +341,35 @@ def _finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def probe_run(
-    run_dir, k: int = 5, folds: int = 5, epochs: int = 100, seed: int = 0, iou_threshold: float = 0.5
+def probe(
+    feats3d: dict | None, feats2d: dict | None, attributes: dict, gt_attributes: dict | None,
+    instances: int | None = None, k: int = 5, folds: int = 5, epochs: int = 100, seed: int = 0,
+    iou_threshold: float = 0.5, source: Path | str = "run",
 ) -> dict:
-    """Probe the features of one run folder and write ``<run_dir>/metrics.json``.
+    """Probe a run's features (in memory) against ground-truth labels.
 
-    Reads ``summary.json`` and the files it names (feats3d, feats2d, attributes, gt_attributes).
-    Labels are the ground truth: for a predicted segmenter (attributes != gt_attributes), each
-    predicted instance takes the label of the GT box it matches (:func:`match_to_gt`, IoU >=
-    ``iou_threshold``); unmatched ones are excluded and counted. Per modality ("3d", "2d",
-    "concat" = keys with both, each part L2-normalised, then concatenated), classes with fewer
-    than 2 samples are dropped, then :func:`knn_accuracy` and :func:`linear_probe_accuracy` run.
+    feats3d / feats2d: ``{key: (D,) tensor}`` or None for a modality the run has not. attributes:
+    the instances' ``{scene: {"objects", "locs"}}``; gt_attributes: the GT ones (the same dict for
+    ground-truth instances), None when there are none (test split). Labels are the ground truth:
+    for a predicted segmenter, each predicted instance takes the label of the GT box it matches
+    (:func:`match_to_gt`, IoU >= ``iou_threshold``); unmatched ones are excluded and counted. Per
+    modality ("3d", "2d", "concat" = keys with both, each part L2-normalised, then concatenated),
+    classes with fewer than 2 samples are dropped, then :func:`knn_accuracy` and
+    :func:`linear_probe_accuracy` run. source: named in errors (the run folder or file).
 
-    Returns (and writes) ``{"knn_3d", "linear_3d", "knn_2d", "linear_2d", "knn_concat",
-    "linear_concat", "n_3d", "n_2d", "n_concat", "n_classes", "chance", "coverage_3d",
-    "coverage_2d", "matched", "unmatched"}`` plus ``"n_classes_<m>"``, ``"chance_<m>"`` per
-    modality and ``"labels"`` ("gt" or null). ``n_classes``/``chance`` (majority-class rate) are
-    those of the 3D set (the 2D set when there are no 3D features). A missing modality, or one
-    with fewer than 2 scenes or 2 classes, gives null accuracies. No GT attributes (test split):
-    all accuracies null.
+    Returns ``{"knn_3d", "linear_3d", "knn_2d", "linear_2d", "knn_concat", "linear_concat",
+    "n_3d", "n_2d", "n_concat", "n_classes", "chance", "coverage_3d", "coverage_2d", "matched",
+    "unmatched"}`` plus ``"n_classes_<m>"``, ``"chance_<m>"`` per modality and ``"labels"`` ("gt"
+    or null). ``n_classes``/``chance`` (majority-class rate) are those of the 3D set (the 2D set
+    when there are no 3D features). A missing modality, or one with fewer than 2 scenes or 2
+    classes, gives null accuracies. No GT attributes (test split): all accuracies null.
     """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    summary = _read_json(summary_path)
-    if summary.get("status") != "ok":
-        raise DataError(summary_path, f"run status is {summary.get('status')!r}: {summary.get('error')}")
-    files = summary.get("files")
-    if not isinstance(files, dict) or not files.get("attributes"):
-        raise DataError(summary_path, "'files' must name at least 'attributes'")
-
-    feats: dict[str, dict | None] = {}
-    feat_paths: dict[str, Path] = {}
-    for mod, name in (("3d", "feats3d"), ("2d", "feats2d")):
-        if files.get(name):
-            feat_paths[mod] = run_dir / files[name]
-            feats[mod] = _load_pt(feat_paths[mod], name)
-        else:
-            feats[mod] = None
-
-    attr_path = run_dir / files["attributes"]
-    pred = _attributes_labels(_load_pt(attr_path, "attributes"), attr_path)
-    gt_name = files.get("gt_attributes")
+    source = Path(source)
+    feats = {"3d": feats3d, "2d": feats2d}
+    pred = _attributes_labels(attributes, source)
     gt = None
-    if gt_name:
-        gt_path = run_dir / gt_name
-        same = gt_path.resolve() == attr_path.resolve()
-        gt = pred if same else _attributes_labels(_load_pt(gt_path, "gt_attributes"), gt_path)
+    if gt_attributes is not None:
+        gt = pred if gt_attributes is attributes else _attributes_labels(gt_attributes, source)
 
     # label of every predicted instance key (GT label of its match)
     key_label: dict[str, str] = {}
@@ -447,11 +422,11 @@ def probe_run(
         if len(counts) < 2 or len(set(scenes)) < 2:
             continue
         if mod == "concat":
-            x3 = torch.nn.functional.normalize(_stack(feats["3d"], keys, feat_paths["3d"]), dim=1)
-            x2 = torch.nn.functional.normalize(_stack(feats["2d"], keys, feat_paths["2d"]), dim=1)
+            x3 = torch.nn.functional.normalize(_stack(feats["3d"], keys, source), dim=1)
+            x2 = torch.nn.functional.normalize(_stack(feats["2d"], keys, source), dim=1)
             X = torch.cat([x3, x2], dim=1)
         else:
-            X = _stack(feats[mod], keys, feat_paths[mod])
+            X = _stack(feats[mod], keys, source)
         metrics[f"knn_{mod}"] = _finite_or_none(knn_accuracy(X, labels, scenes, k=k, folds=folds))
         metrics[f"linear_{mod}"] = _finite_or_none(
             linear_probe_accuracy(X, labels, scenes, folds=folds, epochs=epochs, seed=seed)
@@ -460,271 +435,32 @@ def probe_run(
     main = "3d" if feats["3d"] is not None else "2d"
     metrics["n_classes"] = metrics[f"n_classes_{main}"] or 0
     metrics["chance"] = metrics[f"chance_{main}"]
-    instances = summary.get("instances") or 0
+    if instances is None:
+        instances = sum(len(labels) for labels, _ in pred.values())
     for mod in ("3d", "2d"):
-        n_keys = summary.get(f"keys_{mod}")
-        if n_keys is None and feats[mod] is not None:
-            n_keys = len(feats[mod])
-        metrics[f"coverage_{mod}"] = (
-            n_keys / instances if feats[mod] is not None and instances and n_keys is not None else None
-        )
+        metrics[f"coverage_{mod}"] = len(feats[mod]) / instances if feats[mod] is not None and instances else None
     metrics["matched"] = matched
     metrics["unmatched"] = unmatched
     metrics["labels"] = None if gt is None else "gt"
-    atomic_write_json(metrics, run_dir / "metrics.json")
     return metrics
 
 
-# ---------------------------------------------------------------------------------------------
-# Sweep summary
-# ---------------------------------------------------------------------------------------------
-
-
-def _natural_key(text: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    """Folders under ``sweep_dir`` (not itself) holding a ``.hydra/`` folder, in natural order."""
-    jobs = {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir() and p.parent != sweep_dir}
-    return sorted(jobs, key=lambda p: _natural_key(p.relative_to(sweep_dir).as_posix()))
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, yaml.YAMLError) as e:
-        log.warning("%s: cannot be read as YAML: %s", path, e)
-        return None
-
-
-def _job_choices(job: Path, summary: dict | None) -> tuple[dict[str, str], list[str]]:
-    """Config-group choices and overridden values of one job, as strings; the overridden keys."""
-    choices: dict[str, str] = {}
-    overridden: list[str] = []
-    hydra_cfg = _read_yaml(job / ".hydra" / "hydra.yaml")
-    if isinstance(hydra_cfg, dict):
-        runtime = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-        for group, option in runtime.items():
-            if not str(group).startswith("hydra/") and option is not None:
-                choices[str(group)] = str(option)
-    if summary and isinstance(summary.get("choices"), dict):
-        for group, option in summary["choices"].items():
-            choices[str(group)] = str(option)
-    overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
-    if isinstance(overrides, list):
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if sep:
-                choices[key.lstrip("+~")] = value
-                overridden.append(key.lstrip("+~"))
-    return choices, overridden
-
-
-def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"job": job.relative_to(sweep_dir).as_posix(), "status": "failed", "error": None}
-    summary = None
-    summary_path = job / "summary.json"
-    if not summary_path.is_file():
-        row["error"] = "no summary.json (the job did not finish)"
-    else:
-        try:
-            summary = _read_json(summary_path)
-        except DataError as e:
-            row["error"] = str(e)
-    if summary is not None:
-        if summary.get("status") == "ok":
-            row["status"] = "ok"
-        else:
-            row["error"] = summary.get("error") or f"status {summary.get('status')!r}"
-    row["choices"], row["override_keys"] = _job_choices(job, summary)
-
-    metrics: dict = {}
-    metrics_path = job / "metrics.json"
-    if row["status"] == "ok":
-        if metrics_path.is_file():
-            try:
-                metrics = _read_json(metrics_path)
-            except DataError as e:
-                row["error"] = str(e)
-        elif probe_missing:
-            try:
-                metrics = probe_run(job)
-            except Exception as e:  # a probe failure must not lose the other rows
-                row["error"] = f"probe failed: {e}"
-    for name in METRIC_NAMES + ("chance", "coverage_3d", "coverage_2d"):
-        row[name] = metrics.get(name)
-    timings_path = job / "timings.json"  # written next to summary.json (times apart, for checksums)
-    timings = _read_json(timings_path) if timings_path.is_file() else {}
-    row["time_s"] = timings.get("total")
-    row["scenes"] = (summary or {}).get("scenes")
-    row["instances"] = (summary or {}).get("instances")
-    return row
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _md_cell(text: str, limit: int | None = None) -> str:
-    text = " ".join(str(text).split())
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text.replace("|", "\\|")
-
-
-def _table_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
-    """(varying choice columns, value columns)."""
-    all_keys: list[str] = []
-    for row in rows:
-        for key in row["choices"]:
-            if key not in all_keys:
-                all_keys.append(key)
-    varying = [k for k in all_keys if len({row["choices"].get(k) for row in rows}) > 1]
-    if not varying:  # nothing varies (one job): show what was overridden
-        varying = [k for k in all_keys if any(k in row["override_keys"] for row in rows)]
-    values = list(METRIC_NAMES) + ["chance", "coverage_3d", "coverage_2d", "time_s"]
-    return varying, values
-
-
-def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) -> tuple[Path, Path, Path]:
-    """Summarise a Hydra multirun folder: one row per job, failed jobs included.
-
-    A job is a folder under ``sweep_dir`` holding ``.hydra/``. Columns: job, status, the choices
-    that vary across the sweep (``.hydra/hydra.yaml`` runtime choices, ``summary.json`` choices
-    and ``.hydra/overrides.yaml``), the probe accuracies and chance (``metrics.json``; computed
-    with :func:`probe_run` when missing and ``probe_missing``), coverage, total time, error.
-    Writes ``summary.md``, ``summary.csv`` and ``summary.png`` (bar chart of the probe
-    accuracies per job, grouped 3D/2D/concat) into ``sweep_dir``, prints the Markdown table when
-    ``echo``, and returns the three paths.
-    """
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise DataError(sweep_dir, "sweep folder not found")
-    jobs = _job_dirs(sweep_dir)
-    if not jobs:
-        raise DataError(sweep_dir, "no job folders (subfolders holding .hydra/) in this sweep folder")
-    rows = []
-    for job in jobs:
-        rows.append(_job_row(sweep_dir, job, probe_missing))
-    varying, values = _table_columns(rows)
-
-    header = ["job", "status", *varying, *values, "error"]
-    table_rows = [
-        [row["job"], row["status"], *(row["choices"].get(k, "") for k in varying),
-         *(row[v] for v in values), row["error"] or ""]
-        for row in rows
-    ]
-
-    md_lines = [
-        f"# Sweep {sweep_dir.name}",
-        "",
-        f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok, "
-        f"{sum(r['status'] != 'ok' for r in rows)} failed. Accuracies: cross-validated by scene, "
-        "GT labels; chance = majority-class rate.",
-        "",
-    ]
-    table_md = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for cells in table_rows:
-        shown = [_md_cell(_fmt(c), limit=120 if i == len(cells) - 1 else None) for i, c in enumerate(cells)]
-        shown[1] = "**failed**" if cells[1] != "ok" else "ok"
-        table_md.append("| " + " | ".join(shown) + " |")
-    md_path = sweep_dir / "summary.md"
-    atomic_write_text("\n".join(md_lines + table_md) + "\n", md_path)
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    for cells in table_rows:
-        writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in cells])
-    csv_path = sweep_dir / "summary.csv"
-    atomic_write_text(buf.getvalue(), csv_path)
-
-    png_path = sweep_dir / "summary.png"
-    _plot_sweep(rows, varying, png_path, title=f"probe accuracy: {sweep_dir.name}")
-    if echo:
-        print("\n".join(table_md))
-    return md_path, csv_path, png_path
-
-
-def _plot_sweep(rows: list[dict], varying: list[str], path: Path, title: str) -> None:
-    """Two panels (kNN, linear); per job three bars (3D, 2D, concat) and a chance tick."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    labels = []
-    for row in rows:
-        parts = [f"{k}={row['choices'].get(k, '')}" for k in varying]
-        label = row["job"] + ("\n" + "\n".join(parts) if parts else "")
-        labels.append(label + ("\n(failed)" if row["status"] != "ok" else ""))
-    n = len(rows)
-    fig = Figure(figsize=(max(6.0, 1.6 * n + 2), 7.5), dpi=100)
-    FigureCanvasAgg(fig)
-    colors = {"3d": "#4c72b0", "2d": "#dd8452", "concat": "#55a868"}
-    width = 0.26
-    x = np.arange(n)
-    for p, probe in enumerate(("knn", "linear")):
-        ax = fig.add_subplot(2, 1, p + 1)
-        for m, mod in enumerate(MODALITIES):
-            vals = [row.get(f"{probe}_{mod}") for row in rows]
-            heights = [v if isinstance(v, (int, float)) and math.isfinite(v) else 0.0 for v in vals]
-            bars = ax.bar(x + (m - 1) * width, heights, width, label=mod, color=colors[mod])
-            for bar, v in zip(bars, vals):
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
-                                va="bottom", fontsize=7)
-        labelled = False
-        for i, row in enumerate(rows):
-            c = row.get("chance")
-            if isinstance(c, (int, float)) and math.isfinite(c):
-                ax.hlines(c, i - 1.5 * width, i + 1.5 * width, colors="k", linestyles="dashed",
-                          label=None if labelled else "chance")
-                labelled = True
-        ax.set_ylim(0, 1.08)
-        ax.set_ylabel(f"{'kNN' if probe == 'knn' else 'linear probe'} accuracy")
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels if p == 1 else [""] * n, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        if p == 0:
-            ax.set_title(title)
-            ax.legend(loc="upper right", fontsize=8, ncol=4)
-    fig.tight_layout()
-    with atomic(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
-class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, :func:`summarize_sweep` on ``hydra.sweep.dir``.
-
-    Register under ``hydra.callbacks`` in ``conf/config.yaml``::
-
-        hydra:
-          callbacks:
-            sweep_summary:
-              _target_: featurizer.report.SweepSummary
-
-    A failure to summarise is logged, never raised: the jobs' own results are already on disk.
-    """
-
-    def __init__(self, probe_missing: bool = True) -> None:
-        self.probe_missing = probe_missing
-
-    def on_multirun_end(self, config, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            paths = summarize_sweep(sweep_dir, probe_missing=self.probe_missing, echo=True)
-        except Exception:
-            log.exception("sweep summary of %s failed", sweep_dir)
-            return
-        log.info("sweep summary: %s", ", ".join(str(p) for p in paths))
+def probe_run(run_dir, **kwargs) -> dict:
+    """:func:`probe` of a run folder on disk (``summary.json`` and the files it names); writes and
+    returns ``<run_dir>/metrics.json``. kwargs: those of :func:`probe`."""
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    summary = read_json(summary_path)
+    if summary.get("status") != "ok":
+        raise DataError(summary_path, f"run status is {summary.get('status')!r}: {summary.get('error')}")
+    files = summary.get("files")
+    if not isinstance(files, dict) or not files.get("attributes"):
+        raise DataError(summary_path, "'files' must name at least 'attributes'")
+    loaded = {role: _load_pt(run_dir / files[role], role) if files.get(role) else None
+              for role in ("feats3d", "feats2d", "attributes", "gt_attributes")}
+    if files.get("gt_attributes") == files["attributes"]:
+        loaded["gt_attributes"] = loaded["attributes"]
+    metrics = probe(loaded["feats3d"], loaded["feats2d"], loaded["attributes"], loaded["gt_attributes"],
+                    instances=summary.get("instances"), source=run_dir, **kwargs)
+    atomic_write_json(metrics, run_dir / "metrics.json")
+    return metrics
