@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,17 @@ def read_offline_run(run_dir) -> dict[str, Any]:
         raise DataError(run_dir, "no run-*.wandb file (not a wandb run folder)")
     out: dict[str, Any] = {"id": None, "name": None, "group": None, "project": None,
                            "config": {}, "summary": {}, "history": []}
-    for raw in _wandb_log_records(logs[0]):
-        record = pb.Record()
-        record.ParseFromString(raw)
+    records = []
+    for _ in range(100):  # wandb's writer process may still be flushing the log: wait for its exit record
+        records = []
+        for raw in _wandb_log_records(logs[0]):
+            record = pb.Record()
+            record.ParseFromString(raw)
+            records.append(record)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.1)
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
