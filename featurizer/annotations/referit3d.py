@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featurizer.annotations.base import Builder, SceneMatcher, finish_stats, new_stats, read_csv, read_scene_list
+from featurizer.annotations.base import (Builder, SceneMatcher, finish_stats, new_stats, read_csv,
+                                         read_scene_list)
 from featurizer.annotations.match import obj_token, strip_punctuation
 
 VIEW_DEPENDENT = {"front", "behind", "back", "right", "left", "facing", "leftmost", "rightmost", "looking",

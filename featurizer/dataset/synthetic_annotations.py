@@ -71,13 +71,15 @@ def object_facts(scene: Scene) -> list[dict]:
     for i in ids:
         inst = scene.instances[i]
         others = [j for j in ids if j != i]
-        near = min(others, key=lambda j: float(np.linalg.norm(boxes[j, :2] - boxes[i, :2]))) if others else None
+        near = (min(others, key=lambda j: float(np.linalg.norm(boxes[j, :2] - boxes[i, :2])))
+                if others else None)
         relation = "next to"
         if near is not None:
             dx, dy = boxes[i, :2] - boxes[near, :2]
             relation = (("to the right of" if dx > 0 else "to the left of") if abs(dx) >= abs(dy)
                         else ("behind" if dy > 0 else "in front of"))
-        facts.append({"id": i, "label": inst.label, "colour": colour_name(scene.colors[inst.point_ids].mean(0)),
+        colour = colour_name(scene.colors[inst.point_ids].mean(0))
+        facts.append({"id": i, "label": inst.label, "colour": colour,
                       "size": "large" if volumes[i] > median else "small", "box": boxes[i],
                       "neighbour": near, "relation": relation})
     return facts
@@ -92,7 +94,8 @@ def _near_phrase(f: dict, by_id: dict) -> str:
     return "" if f["neighbour"] is None else f" {f['relation']} the {by_id[f['neighbour']]['label']}"
 
 
-def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed: int = 0) -> dict[str, list[str]]:
+def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path,
+                            seed: int = 0) -> dict[str, list[str]]:
     """Write the published annotation inputs for the dataset's scenes; returns split -> scene ids."""
     out = Path(out_root)
     scenes = read_scenes(dataset_root)
@@ -138,7 +141,8 @@ def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed
         for f in facts:  # ---- ScanQA: colour (a repeated answer) and neighbour questions
             near = _near_phrase(f, by_id)
             qid = f"{split}-{sid}-{len(acc['scanqa'])}"
-            acc["scanqa"].append({"question_id": qid, "scene_id": sid, "question": f"What color is the {f['label']}{near}?",
+            acc["scanqa"].append({"question_id": qid, "scene_id": sid,
+                                  "question": f"What color is the {f['label']}{near}?",
                                   "answers": [f["colour"], f["colour"], f"{f['colour']} {f['label']}"],
                                   "object_ids": [f["id"]], "object_names": [f["label"]]})
             if f["neighbour"] is not None:
@@ -146,7 +150,8 @@ def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed
                 acc["scanqa"].append({"question_id": f"{qid}b", "scene_id": sid,
                                       "question": f"What is {f['relation']} the {n['label']}?",
                                       "answers": [f["label"], f"{f['colour']} {f['label']}"],
-                                      "object_ids": [f["id"], n["id"]], "object_names": [f["label"], n["label"]]})
+                                      "object_ids": [f["id"], n["id"]],
+                                      "object_names": [f["label"], n["label"]]})
         for f in facts:  # ---- SQA3D: situated questions
             n = by_id.get(f["neighbour"])
             qid = 10_000 * k + len(acc["questions"]) + (0 if split == "train" else 5_000)
@@ -160,8 +165,8 @@ def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed
                                      "alternative_situation": [f"I am facing the {f['label']}.",
                                                                f"The {f['label']} is right in front of me."]})
             acc["annotations"].append({"scene_id": sid, "question_id": qid, "question_type": "",
-                                       "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
-                                                   for j, a in enumerate(answers)]})
+                                       "answers": [{"answer": a, "answer_confidence": "yes",
+                                                    "answer_id": j + 1} for j, a in enumerate(answers)]})
         for f in facts:  # ---- ReferIt3D: Nr3D free text, Sr3D template text
             same = by_class[f["label"]]
             stim = "-".join([sid, f["label"].replace(" ", "_"), str(len(same)), str(f["id"])]
@@ -178,7 +183,8 @@ def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed
         _dump(out / "scanrefer" / f"ScanRefer_filtered_{split}.json", acc["scanrefer"])
         _dump(out / "multi3drefer" / f"multi3drefer_{split}.json", acc["multi3dref"])
         _dump(out / "scanqa" / f"ScanQA_v1.0_{split}.json", acc["scanqa"])
-        _dump(out / "sqa3d" / f"v1_balanced_questions_{split}_scannetv2.json", {"questions": acc["questions"]})
+        _dump(out / "sqa3d" / f"v1_balanced_questions_{split}_scannetv2.json",
+              {"questions": acc["questions"]})
         _dump(out / "sqa3d" / f"v1_balanced_sqa_annotations_{split}_scannetv2.json",
               {"annotations": acc["annotations"]})
         ids = sorted(s for s, sp in split_of.items() if sp == split)
@@ -193,7 +199,8 @@ def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path, seed
     return {sp: sorted(s for s, x in split_of.items() if x == sp) for sp in ("train", "val")}
 
 
-def imperfect_instances(scene: Scene, rng: np.random.Generator) -> tuple[list[tuple[np.ndarray, str, float]], dict]:
+def imperfect_instances(scene: Scene,
+                        rng: np.random.Generator) -> tuple[list[tuple[np.ndarray, str, float]], dict]:
     """Predicted (point ids, label, score) of ``scene``, sorted by score, and what was changed:
     ``{"missed": [gt], "split": [gt], "merged": [gt, gt], "cut": [gt...], "spurious": 1}``."""
     aligned = scene.aligned_points()
@@ -205,7 +212,8 @@ def imperfect_instances(scene: Scene, rng: np.random.Generator) -> tuple[list[tu
     rest = order[2:]
     if len(rest) >= 2:  # merge the closest pair among the rest
         c = {i: aligned[insts[i].point_ids].mean(0) for i in rest}
-        pairs = [(float(np.linalg.norm(c[a] - c[b])), a, b) for ai, a in enumerate(rest) for b in rest[ai + 1:]]
+        pairs = [(float(np.linalg.norm(c[a] - c[b])), a, b)
+                 for ai, a in enumerate(rest) for b in rest[ai + 1:]]
         _, a, b = min(pairs)
         changes["merged"] = [a, b]
     preds = []
