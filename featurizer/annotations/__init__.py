@@ -1,0 +1,116 @@
+"""Chat-Scene's task annotations: the published datasets' records matched to a run's instances.
+
+One module per published builder script (``preprocess/prepare_*_annos.py``), each a
+:class:`~featurizer.annotations.base.Builder` with the same interface::
+
+    builder = ScanRefer(name="scanrefer")
+    builder.inputs(root) -> list[Path]              # published input files under annotations.root
+    builder.check(root, scenes_by_split, gt_attributes_by_split) -> list[DataError]   # bad input
+    builder.build(split, inst_attrs, gt_attrs, root, prompts, rng, train_iou_thres, max_obj_num)
+        -> (records, stats)                         # what Chat-Scene reads; stats incl. upper bound
+    builder.output_name(seg, split) -> str          # e.g. scanrefer_mask3d_val.json
+    builder.extra_files(root, split) -> {name: JSON content}   # scan2cap_val_corpus.json
+
+Facts (names, fields, rules): ``reference/chat_scene_annotations.md``. Inputs keep the published
+names in Chat-Scene's ``annotations/`` sub-folders, so ``annotations.root`` may be that folder:
+``scanrefer/ScanRefer_filtered_{split}.json``, ``multi3drefer/multi3drefer_{split}.json``,
+``scanqa/ScanQA_v1.0_{split}.json``, ``sqa3d/v1_balanced_{questions,sqa_annotations}_{split}_
+scannetv2.json``, ``referit3d/{nr3d,sr3d}.csv``, ``scannet/scannetv2_{split}.txt``.
+
+Two deliberate differences from the published scripts:
+
+- **Seeded.** Each (builder, split) draws from its own ``random.Random(f"{seed}/{builder}/{split}")``
+  (:func:`rng_for`; a string seed is hashed with SHA-512 by ``random``, so it is the same on every
+  machine and Python run). Adding, removing or reordering builders or splits changes no other
+  file. The draws happen at the published points (e.g. scanrefer draws before any skip).
+- **Sorted scenes.** scan2cap iterates its scenes sorted (the script iterates a ``set``); obj_align
+  iterates the GT attributes' scenes sorted (the script: file order).
+
+Also: ``capitalize_sentences`` splits sentences with a small regex instead of ``nltk.sent_tokenize``
+(:func:`featurizer.annotations.match.split_sentences`); a record whose scene has no predicted box
+at all is skipped (the published attributes always hold at least one row, zeros, so this never
+differs there); nr3d / sr3d take ``max_obj_num`` from the config (100, the loader's) where the
+script's default is 150.
+
+Config layout (``conf/annotations/``)::
+
+    conf/annotations/chat_scene.yaml     # the group option: root, prompts, tasks, thresholds, builders
+    conf/annotations/none.yaml           # tasks: [] (no annotations)
+    conf/annotations/builders/<name>.yaml   # one per builder: _target_ + kwargs (name, ...)
+    conf/annotations/prompts/featurizer.yaml  # featurizer's prompt lists
+
+``chat_scene.yaml`` puts every builder under ``annotations.builders.<name>`` through its defaults
+list; ``annotations.tasks`` (run_prepare.sh's seven by default) names the ones to build, so an
+experiment or the command line picks the set: ``annotations.tasks=[scanrefer,scan2cap]``.
+:func:`build_annotations` is the call that builds and writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from featurizer.annotations.base import Builder
+from featurizer.annotations.prompts import load_prompts
+from featurizer.errors import ConfigError, DataError
+
+__all__ = ["Builder", "rng_for", "select_builders", "check_annotations", "build_annotations"]
+
+
+def rng_for(seed: int, builder: str, split: str) -> random.Random:
+    """The random source of one (builder, split): independent of every other builder and split."""
+    return random.Random(f"{int(seed)}/{builder}/{split}")
+
+
+def select_builders(builders: dict[str, Builder], tasks: list[str]) -> list[Builder]:
+    """The builders named in ``tasks``, in that order (ConfigError for an unknown name)."""
+    unknown = [t for t in tasks if t not in builders]
+    if unknown:
+        raise ConfigError("annotations.tasks", f"unknown task(s) {unknown}; known: {sorted(builders)}")
+    return [builders[t] for t in tasks]
+
+
+def check_annotations(builders: list[Builder], root: str | Path, scenes_by_split: dict[str, set[str]],
+                      gt_attrs_by_split: dict[str, dict], on_bad_input: str = "error") -> list[str]:
+    """Check every builder's inputs before long work. ``on_bad_input="error"`` raises the first
+    problem (DataError: file, record index, problem); ``"skip"`` returns them all as lines (the
+    builders then leave the bad records out and count them as ``skipped``)."""
+    if on_bad_input not in ("error", "skip"):
+        raise ConfigError("annotations.on_bad_input", f"must be error or skip, got {on_bad_input!r}")
+    problems = [p for b in builders for p in b.check(root, scenes_by_split, gt_attrs_by_split)]
+    if problems and on_bad_input == "error":
+        raise problems[0]
+    return [str(p) for p in problems]
+
+
+def build_annotations(builders: list[Builder], splits: list[str], inst_attrs: dict[str, dict],
+                      gt_attrs: dict[str, dict], root: str | Path, out_dir: str | Path, seg: str,
+                      seed: int = 0, prompts: str | Path | None = None, train_iou_thres: float = 0.5,
+                      max_obj_num: int = 100) -> list[dict]:
+    """Build and write every builder's files for every split it has among ``splits``.
+
+    inst_attrs / gt_attrs: split -> ``{scene: {"objects", "locs"}}``; seg: the segmenter tag in the
+    file names; prompts: a prompts file (``.py``: Chat-Scene's, parsed; ``.yaml``: featurizer's),
+    None for featurizer's. Files are JSON with ``indent=4``, written atomically. Returns one stats
+    dict per (task, split), with ``file``.
+    """
+    from featurizer.writer import atomic_write_text
+
+    needed = sorted({name for b in builders for name in b.prompt_lists})
+    prompt_lists = load_prompts(prompts, needed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_stats = []
+    for b in builders:
+        for split in (s for s in splits if s in b.splits):
+            if split not in inst_attrs or split not in gt_attrs:
+                raise DataError(out_dir, f"{b.name}: no attributes of the {split} split")
+            records, stats = b.build(split, inst_attrs[split], gt_attrs[split], Path(root), prompt_lists,
+                                     rng_for(seed, b.name, split), train_iou_thres, max_obj_num)
+            name = b.output_name(seg, split)
+            atomic_write_text(json.dumps(records, indent=4), out_dir / name)
+            for extra, content in b.extra_files(Path(root), split).items():
+                atomic_write_text(json.dumps(content, indent=4), out_dir / extra)
+            all_stats.append({**stats, "file": name})
+    return all_stats
