@@ -41,6 +41,7 @@ def featurize(cfg: DictConfig) -> dict:
     from featurizer.report import probe_run
     from featurizer.module import FeaturizerModule, SceneDataset, scene_loader
     from featurizer.summary import format_summary, write_pictures
+    from featurizer.validate import check_policy, validate_scenes
     from featurizer.writer import (OutputNames, ShardWriter, StageStore, atomic_write_text, config_hash,
                                    stage_hashes)
 
@@ -52,10 +53,11 @@ def featurize(cfg: DictConfig) -> dict:
 
     # Build and validate every part before any long work starts.
     check_backend(cfg.geometry_backend, option="geometry_backend")
+    check_policy(cfg.on_bad_scene)
     reader = instantiate(cfg.dataset)
     segmenter = instantiate(cfg.segmenter)
-    reader.check()
-    segmenter.check(reader.scene_ids)
+    bad_scenes = validate_scenes(reader, segmenter, cfg.on_bad_scene)  # every scene, before any shard
+    reader.scene_ids = [s for s in reader.scene_ids if s not in bad_scenes]  # on_bad_scene=skip
     encoder3d = instantiate(cfg.encoder3d)
     encoder2d = _optional(cfg.encoder2d)
     fusion = _optional(cfg.fusion) if encoder2d is not None else None
@@ -65,7 +67,8 @@ def featurize(cfg: DictConfig) -> dict:
     store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None))
     names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
     writer = ShardWriter(store, output_dir, reader.scene_ids, names,
-                         run_info={"choices": _choices(), "started_at": started, "output_dir": str(output_dir)})
+                         run_info={"choices": _choices(), "started_at": started, "output_dir": str(output_dir),
+                                   "bad_scenes": bad_scenes})
     token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
                    if cfg.cache_tokens and encoder2d is not None else None)
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
