@@ -67,8 +67,8 @@ def featurize(cfg: DictConfig) -> dict:
     store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None))
     names = OutputNames(segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
     writer = ShardWriter(store, output_dir, reader.scene_ids, names,
-                         run_info={"choices": _choices(), "started_at": started, "output_dir": str(output_dir),
-                                   "bad_scenes": bad_scenes})
+                         run_info={"choices": _choices(), "started_at": started,
+                                   "output_dir": str(output_dir), "bad_scenes": bad_scenes})
     token_cache = (str(Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"]))
                    if cfg.cache_tokens and encoder2d is not None else None)
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,

@@ -337,8 +337,9 @@ class ScanNetReader:
             poses = files["pose"]
             bad = [p for _, p in sorted(poses.items()) if _read_pose(p) is None]
             if bad:
+                shown = _shown(p.name for p in bad)
                 raise DataError(bad[0], f"not a 4x4 matrix of numbers (empty, truncated or garbled); "
-                                        f"{len(bad)} of {len(poses)} pose files: {_shown(p.name for p in bad)}")
+                                        f"{len(bad)} of {len(poses)} pose files: {shown}")
         elif self.frames == "sens":
             from featurizer.dataset.sens import SensFile
 
