@@ -30,7 +30,7 @@ def scene_problem(reader, segmenter, scene_id: str) -> str | None:
     except DataError as e:
         return str(e)
     except OSError as e:  # unreadable file or folder (permissions, I/O error)
-        return f"{e.filename}: {e.strerror or e}"
+        return f"{e.filename}: {e.strerror}" if e.filename else str(e)
     return None
 
 

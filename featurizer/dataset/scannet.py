@@ -19,7 +19,8 @@ non-finite pose, with an unreadable or truncated pose file, with a pose but no c
 (or images but no pose), and duplicate frame numbers (``pose/20.txt`` and ``pose/020.txt``: the
 shortest name is kept). Image files are only opened when read (:mod:`featurizer.dataset.frames`
 checks them then); a test-split scan (no aggregation, segs or alignment) reads with identity
-alignment and no instances.
+alignment and no instances. Before a run, :meth:`ScanNetReader.check_scene` (the validation pass,
+:mod:`featurizer.validate`) refuses a scene with an unparseable pose file or an empty frame folder.
 """
 
 from __future__ import annotations
