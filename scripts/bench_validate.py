@@ -107,8 +107,8 @@ def main() -> None:
         vertices = read_ply_header(reader.scene_dir(s0) / f"{s0}{PLY_SUFFIX}")[0]["vertex"]
         files = n * (4 + poses)  # ply header, meta, segs, aggregation, every pose file
         print(f"# validation pass: {platform.processor() or platform.machine()}, python "
-              f"{platform.python_version()}; {n} generated scenes (~{vertices} vertices, {poses} frames each; "
-              f"generated in {generation:.0f} s)\n")
+              f"{platform.python_version()}; {n} generated scenes (~{vertices} vertices, {poses} frames "
+              f"each; generated in {generation:.0f} s)\n")
         print("| pass | scenes | files read | seconds | seconds per 1,000 scenes |")
         print("|---|---:|---:|---:|---:|")
         for name, sec in (("first (just written: page cache)", first), ("second", second)):
