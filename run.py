@@ -38,13 +38,13 @@ def featurize(cfg: DictConfig):
     import lightning as L
 
     from featurizer.errors import ConfigError
-    from featurizer.files import remove_stale
+    from featurizer.files import atomic_write_json, remove_stale
     from featurizer.geometry import check_backend
-    from featurizer.files import atomic_write_json
-    from featurizer.probe import probe
     from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
+    from featurizer.probe import probe
     from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.summary import format_summary, write_pictures
+    from featurizer.validate import check_policy, validate_scenes
     from featurizer.writer import OutputNames, ShardWriter, merge, write_summary
 
     started = time.time()
@@ -55,13 +55,14 @@ def featurize(cfg: DictConfig):
 
     # Build and validate every part before any long work starts.
     check_backend(cfg.geometry_backend, option="geometry_backend")
+    check_policy(cfg.on_bad_scene)
     reader = instantiate(cfg.dataset)
     if not reader.scene_ids:
         raise ConfigError("dataset.scenes", "the list of scenes is empty: name at least one scene, or leave "
                                             "dataset.scenes unset to read the split file")
     segmenter = instantiate(cfg.segmenter)
-    reader.check()
-    segmenter.check(reader.scene_ids)
+    bad_scenes = validate_scenes(reader, segmenter, cfg.on_bad_scene)  # every scene, before any shard
+    reader.scene_ids = [s for s in reader.scene_ids if s not in bad_scenes]  # on_bad_scene=skip
     encoder3d = instantiate(cfg.encoder3d)
     encoder2d = _optional(cfg.encoder2d)
     fusion = _optional(cfg.fusion) if encoder2d is not None else None
@@ -87,7 +88,8 @@ def featurize(cfg: DictConfig):
         return None
 
     # Rank 0 only, once: merge, probe, pictures; the result stays in memory for the logger.
-    result = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices()}, started_at=started)
+    result = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices(), "bad_scenes": bad_scenes},
+                   started_at=started)
     summary = result.summary
     summary["metrics"] = probe(result.feats3d, result.feats2d, result.attributes, result.gt_attributes,
                                instances=summary["instances"], source=output_dir)

@@ -19,7 +19,8 @@ non-finite pose, with an unreadable or truncated pose file, with a pose but no c
 (or images but no pose), and duplicate frame numbers (``pose/20.txt`` and ``pose/020.txt``: the
 shortest name is kept). Image files are only opened when read (:mod:`featurizer.dataset.frames`
 checks them then); a test-split scan (no aggregation, segs or alignment) reads with identity
-alignment and no instances.
+alignment and no instances. Before a run, :meth:`ScanNetReader.check_scene` (the validation pass,
+:mod:`featurizer.validate`) refuses a scene with an unparseable pose file or an empty frame folder.
 """
 
 from __future__ import annotations
@@ -333,26 +334,67 @@ class ScanNetReader:
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
-        """Cheap validation of every scene's files, before any long work starts (DataError)."""
-        need_labels = False
+        """Every check of :meth:`check_global` and :meth:`check_scene`; raises the first DataError."""
+        self.check_global()
         for scene_id in self.scene_ids:
-            d = self.scene_dir(scene_id)
-            ply = d / f"{scene_id}{PLY_SUFFIX}"
-            counts, props, _ = read_ply_header(ply)
-            missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
-            if "vertex" not in counts:
-                raise DataError(ply, "ply header has no 'vertex' element")
-            if missing:
-                raise DataError(ply, _missing_props(missing, props))
-            meta_path = d / f"{scene_id}.txt"
-            meta = read_meta(meta_path)
-            parse_axis_alignment(meta, meta_path)
-            need_labels |= _has_ground_truth(d, scene_id)
-            self._check_frames(scene_id, meta, meta_path)
-        if need_labels and not self.labels_tsv.is_file():
-            raise DataError(
-                self.labels_tsv, "labels tsv not found; the aggregations' raw labels cannot be mapped"
-            )
+            self.check_scene(scene_id)
+
+    def check_global(self) -> None:
+        """Checks of files shared by every scene: the labels tsv, when any scan has an aggregation."""
+        if self.labels_tsv.is_file():
+            return
+        for scene_id in self.scene_ids:
+            if any((self.root / sub / scene_id / f"{scene_id}{AGG_SUFFIX}").is_file()
+                   for sub in ("scans", "scans_test")):
+                raise DataError(
+                    self.labels_tsv, "labels tsv not found; the aggregations' raw labels cannot be mapped"
+                )
+
+    def check_scene(self, scene_id: str) -> int:
+        """Cheap checks of one scene's files (DataError); returns its vertex count (from the ply header).
+
+        The ply header, the meta's alignment, segs length and aggregation segments (parsed as
+        :meth:`load` parses them), and the frames: exported folders present and non-empty with every
+        pose file a 4x4 matrix of numbers (non-finite entries allowed), or a readable ``.sens`` header.
+        """
+        d = self.scene_dir(scene_id)
+        ply = d / f"{scene_id}{PLY_SUFFIX}"
+        counts, props, _ = read_ply_header(ply)
+        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
+        if "vertex" not in counts:
+            raise DataError(ply, "ply header has no 'vertex' element")
+        if missing:
+            raise DataError(ply, _missing_props(missing, props))
+        meta_path = d / f"{scene_id}.txt"
+        meta = read_meta(meta_path)
+        parse_axis_alignment(meta, meta_path)
+        self._ground_truth_groups(d, scene_id, counts["vertex"])
+        self._check_frames(scene_id, meta, meta_path)
+        self._check_frame_files(scene_id)
+        return counts["vertex"]
+
+    def _check_frame_files(self, scene_id: str) -> None:
+        """Exported frames: colour, depth and pose files present, every pose file parseable; ``.sens``:
+        the header readable (its frame index too; a truncation is noted when the scene is loaded)."""
+        if self.frames == "exported":
+            fd = self.frames_dir(scene_id)
+            files = {}
+            for sub, ext in (("color", IMAGE_EXT), ("depth", (".png",)), ("pose", (".txt",))):
+                files[sub] = _numbered_files(fd / sub, ext, [])
+                if not files[sub]:
+                    raise DataError(fd / sub, f"no frame files <number>{'|'.join(ext)} (frames=exported)")
+            poses = files["pose"]
+            bad = [p for _, p in sorted(poses.items()) if _read_pose(p) is None]
+            if bad:
+                shown = _shown(p.name for p in bad)
+                raise DataError(bad[0], f"not a 4x4 matrix of numbers (empty, truncated or garbled); "
+                                        f"{len(bad)} of {len(poses)} pose files: {shown}")
+        elif self.frames == "sens":
+            from featurizer.dataset.sens import SensFile
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                SensFile(self.sens_path(scene_id))
 
     def _check_frames(self, scene_id: str, meta: dict[str, str], meta_path: Path) -> None:
         if self.frames == "exported":
@@ -426,8 +468,29 @@ class ScanNetReader:
     def _read_instances(self, d: Path, scene_id: str, num_points: int) -> list[Instance]:
         if not _has_ground_truth(d, scene_id):
             return []
-        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
         labels = self.labels()  # DataError when the tsv is missing, before parsing anything big
+        inverse, groups = self._ground_truth_groups(d, scene_id, num_points)
+        num_segments = int(inverse.max(initial=-1)) + 1
+        instances: list[Instance] = []
+        for raw_label, object_id, pos in groups:
+            member = np.zeros(num_segments, dtype=bool)
+            member[pos] = True
+            point_ids = np.flatnonzero(member[inverse])
+            label = labels.category(raw_label)
+            instances.append(Instance(point_ids=point_ids, label=label, gt_object_id=object_id))
+        return instances
+
+    def _ground_truth_groups(
+        self, d: Path, scene_id: str, num_points: int
+    ) -> tuple[np.ndarray, list[tuple[str, int, np.ndarray]]]:
+        """Parse and check the segs and aggregation of a scan (both absent: ``(empty, [])``).
+
+        Returns ``inverse`` (N,), each vertex's index into the sorted unique segment ids, and per
+        segGroup ``(raw label, objectId, indices of its segments into those unique ids)``.
+        """
+        if not _has_ground_truth(d, scene_id):
+            return np.zeros(0, dtype=np.int64), []
+        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
         segs = self._read_json(segs_path)
         if not isinstance(segs, dict) or "segIndices" not in segs:
             raise DataError(segs_path, "no 'segIndices' list")
@@ -444,7 +507,7 @@ class ScanNetReader:
         if not isinstance(groups, list):
             raise DataError(agg_path, "no 'segGroups' list")
         uniq, inverse = np.unique(seg, return_inverse=True)
-        instances: list[Instance] = []
+        out = []
         for i, g in enumerate(groups):
             try:
                 raw_label = str(g["label"])
@@ -463,12 +526,8 @@ class ScanNetReader:
                     f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
                     f"absent from {segs_path.name}: {_shown(absent.tolist())}",
                 )
-            member = np.zeros(len(uniq), dtype=bool)
-            member[pos] = True
-            point_ids = np.flatnonzero(member[inverse])
-            label = labels.category(raw_label)
-            instances.append(Instance(point_ids=point_ids, label=label, gt_object_id=object_id))
-        return instances
+            out.append((raw_label, object_id, pos))
+        return inverse.reshape(-1), out
 
     @staticmethod
     def _read_json(path: Path):
@@ -477,6 +536,8 @@ class ScanNetReader:
                 return json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(path, f"not valid JSON: {e}") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "not valid JSON: not UTF-8 text") from None
 
     # ------------------------------------------------------------------ frames
     def _load_frames(

@@ -24,6 +24,13 @@ class Segmenter:
     def check(self, scene_ids: list[str]) -> None:
         """Validate the segmenter's inputs for these scenes before long work starts (cheap checks)."""
 
+    def check_global(self) -> None:
+        """Checks of what every scene shares (the segmenter's folder, its label table); DataError."""
+
+    def check_scene(self, scene_id: str, num_points: int) -> None:
+        """Check this scene's segmenter file against the mesh's ``num_points`` vertices (DataError),
+        with the same parsing as :meth:`predict`."""
+
     def scene_file(self, scene_id: str) -> Path:
         """The file holding this segmenter's output for ``scene_id`` (segmenters that read files)."""
         raise NotImplementedError
@@ -32,10 +39,14 @@ class Segmenter:
         """The files this segmenter reads for ``scene_id`` (fingerprinted by the stage cache)."""
         return [self.scene_file(scene_id)]
 
-    def check_scene_files(self, folder: Path, scene_ids: list[str], what: str) -> None:
-        """DataError naming the folder, or the first missing file and how many scenes lack theirs."""
+    @staticmethod
+    def check_folder(folder: Path, what: str) -> None:
         if not Path(folder).is_dir():
             raise DataError(folder, f"{what} folder not found")
+
+    def check_scene_files(self, folder: Path, scene_ids: list[str], what: str) -> None:
+        """DataError naming the folder, or the first missing file and how many scenes lack theirs."""
+        self.check_folder(folder, what)
         missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -83,34 +83,44 @@ class InstSegFiles(Segmenter):
     def check(self, scene_ids: list[str]) -> None:
         self.check_scene_files(self.root, scene_ids, "mask3d_inst_seg")
 
+    def check_global(self) -> None:
+        self.check_folder(self.root, "mask3d_inst_seg")
+
+    def check_scene(self, scene_id: str, num_points: int) -> None:
+        read_inst_seg(self.scene_file(scene_id), num_points)
+
     def predict(self, scene: Scene) -> list[Instance]:
         path = self.scene_file(scene.scene_id)
-        data = load_plain_pt(path)
-        if not isinstance(data, (list, tuple)):
-            raise DataError(path, f"expected a list of dicts, got {type(data).__name__}")
-        instances, empty = [], 0
-        for i, entry in enumerate(data):
-            if not isinstance(entry, dict) or "label" not in entry or "segments" not in entry:
-                raise DataError(path, f"entry {i}: expected a dict with 'label' and 'segments'")
-            label = entry["label"]
-            if not isinstance(label, str):
-                raise DataError(path, f"entry {i}: 'label' is {type(label).__name__}, not str")
-            ids = _point_ids(entry["segments"])
-            if ids is None:
-                raise DataError(path, f"entry {i}: 'segments' is not a flat list of integer point ids")
-            if len(ids) and (ids.min() < 0 or ids.max() >= scene.num_points):
-                bad = int(ids.min() if ids.min() < 0 else ids.max())
-                raise DataError(
-                    path, f"entry {i}: point id {bad} out of range for {scene.num_points} points"
-                )
-            score = entry.get("score")
-            if score is not None:
-                try:
-                    score = float(score)
-                except (TypeError, ValueError):
-                    raise DataError(path, f"entry {i}: 'score' is not a number") from None
-            empty += len(ids) == 0
-            instances.append(Instance(point_ids=ids, label=label, score=score))
+        instances = read_inst_seg(path, scene.num_points)
+        empty = sum(len(inst.point_ids) == 0 for inst in instances)
         if empty:
             scene.warn(f"{path.name}: {empty} empty instance(s) kept")
         return instances
+
+
+def read_inst_seg(path: Path, num_points: int) -> list[Instance]:
+    """The instances of one ``mask3d_inst_seg`` file, in list order (DataError on any defect)."""
+    data = load_plain_pt(path)
+    if not isinstance(data, (list, tuple)):
+        raise DataError(path, f"expected a list of dicts, got {type(data).__name__}")
+    instances = []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or "label" not in entry or "segments" not in entry:
+            raise DataError(path, f"entry {i}: expected a dict with 'label' and 'segments'")
+        label = entry["label"]
+        if not isinstance(label, str):
+            raise DataError(path, f"entry {i}: 'label' is {type(label).__name__}, not str")
+        ids = _point_ids(entry["segments"])
+        if ids is None:
+            raise DataError(path, f"entry {i}: 'segments' is not a flat list of integer point ids")
+        if len(ids) and (ids.min() < 0 or ids.max() >= num_points):
+            bad = int(ids.min() if ids.min() < 0 else ids.max())
+            raise DataError(path, f"entry {i}: point id {bad} out of range for {num_points} points")
+        score = entry.get("score")
+        if score is not None:
+            try:
+                score = float(score)
+            except (TypeError, ValueError):
+                raise DataError(path, f"entry {i}: 'score' is not a number") from None
+        instances.append(Instance(point_ids=ids, label=label, score=score))
+    return instances

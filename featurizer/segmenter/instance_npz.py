@@ -122,6 +122,12 @@ class InstanceNpz(Segmenter):
     def check(self, scene_ids: list[str]) -> None:
         self.check_scene_files(self.root, scene_ids, "instance .npz")
 
+    def check_global(self) -> None:
+        self.check_folder(self.root, "instance .npz")
+
+    def check_scene(self, scene_id: str, num_points: int) -> None:
+        read_instance_npz(self.scene_file(scene_id), num_points)
+
     def predict(self, scene: Scene) -> list[Instance]:
         path = self.scene_file(scene.scene_id)
         instances = read_instance_npz(path, scene.num_points)

@@ -131,6 +131,14 @@ class Mask3DExport(Segmenter):
         masks = [mask for mask, _, _ in self.read_predictions(scene_id)] if txt.is_file() else []
         return [txt, self.labels_path(), *masks]
 
+    def check_global(self) -> None:
+        self.check_folder(self.export_dir, "Mask3D export")
+        self.class_names()
+
+    def check_scene(self, scene_id: str, num_points: int) -> None:
+        """The prediction file and every mask file :meth:`predict` would read (one line per vertex)."""
+        self.read_instances(scene_id, num_points)
+
     def read_predictions(self, scene_id: str) -> list[tuple[Path, int, float]]:
         """``(mask file, class id, score)`` per line of ``<scene>.txt``, in file order."""
         txt = self.scene_file(scene_id)
@@ -155,9 +163,10 @@ class Mask3DExport(Segmenter):
             out.append((mask if mask.is_absolute() else self.export_dir / mask, class_id, score))
         return out
 
-    def predict(self, scene: Scene) -> list[Instance]:
-        txt = self.scene_file(scene.scene_id)
-        preds = self.read_predictions(scene.scene_id)
+    def read_instances(self, scene_id: str, num_points: int) -> tuple[list[Instance], list[str]]:
+        """The kept instances (score-sorted, thresholded, truncated) and the names of empty masks."""
+        txt = self.scene_file(scene_id)
+        preds = self.read_predictions(scene_id)
         names = self.class_names()
         for _, class_id, _ in preds:
             if class_id not in names:
@@ -168,10 +177,14 @@ class Mask3DExport(Segmenter):
             kept = kept[: self.max_instances]  # only read the masks that will be used
         instances, empty = [], []
         for mask_path, class_id, score in kept:
-            ids = np.flatnonzero(read_binary_mask(mask_path, scene.num_points))
+            ids = np.flatnonzero(read_binary_mask(mask_path, num_points))
             if len(ids) == 0:
                 empty.append(mask_path.name)
             instances.append(Instance(point_ids=ids, label=names[class_id], score=score))
+        return instances, empty
+
+    def predict(self, scene: Scene) -> list[Instance]:
+        instances, empty = self.read_instances(scene.scene_id, scene.num_points)
         if empty:
             scene.warn(f"Mask3D: {len(empty)} empty mask(s) kept as empty instances: {', '.join(empty[:5])}")
         return instances
