@@ -295,12 +295,11 @@ class HFPatchEncoder(PatchEncoder):
         if random_init_config is not None:
             self.model = self._build_random(_plain(random_init_config), int(seed))
             if processor is None:
-                raise ConfigError("encoder2d.processor", "random_init_config needs the preprocessing settings")
+                raise ConfigError("encoder2d.processor", "random_init_config needs preprocessing settings")
             settings = SimpleNamespace(**overrides)
         else:
             self.model, settings = self._load(self.model_id, overrides)
         self.model.eval().requires_grad_(False)
-        self.prep = Preprocessing.from_processor(settings)
         config = self.model.config
         self.name = name or family or config.model_type
         self.dim = int(config.hidden_size)
@@ -315,6 +314,7 @@ class HFPatchEncoder(PatchEncoder):
                 "(a patch-sequence model such as SigLIP2 NaFlex); only backbones taking an image grid work",
             )
         self._interpolate = "interpolate_pos_encoding" in args  # DINOv2 and RoPE models always do
+        self.prep = Preprocessing.from_processor(settings)
         self.num_prefix_tokens = self._count_prefix_tokens()
         self.native_size = self.prep.native_side() or int(config.image_size)  # e.g. 224
         self.full_frame_size: tuple[int, int] | None = None
@@ -385,7 +385,8 @@ class HFPatchEncoder(PatchEncoder):
         try:
             config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as e:
-            raise ConfigError("encoder2d.model", f"{model}: cannot load a model config: {_first_line(e)}") from None
+            problem = f"{model}: cannot load a model config: {_first_line(e)}"
+            raise ConfigError("encoder2d.model", problem) from None
         self._check_family(config, model)
         _, model_cls = self._vision_class(config, model)
         verbosity = transformers.logging.get_verbosity()
@@ -393,7 +394,9 @@ class HFPatchEncoder(PatchEncoder):
             # quiet: a full CLIP / SigLIP checkpoint lists its text tower as unexpected keys; what
             # matters (missing or mismatched vision weights) is checked below
             transformers.logging.set_verbosity_error()
-            net, info = model_cls.from_pretrained(source, output_loading_info=True, local_files_only=local_only)
+            net, info = model_cls.from_pretrained(
+                source, output_loading_info=True, local_files_only=local_only
+            )
             settings = self._processor_settings(source, local_only, overrides)
         except (OSError, ValueError) as e:
             raise ConfigError(
@@ -405,7 +408,8 @@ class HFPatchEncoder(PatchEncoder):
         bad += sorted(str(k) for k in info.get("mismatched_keys") or [])
         if bad:
             shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-            raise CheckpointError(model, f"{len(bad)} {model_cls.__name__} weight(s) missing or mismatched: {shown}")
+            problem = f"{len(bad)} {model_cls.__name__} weight(s) missing or mismatched: {shown}"
+            raise CheckpointError(model, problem)
         return net, settings
 
     @staticmethod
