@@ -336,10 +336,10 @@ class HFPatchEncoder(PatchEncoder):
         return int(hidden.shape[1]) - 4
 
     def _check_family(self, config, where: str) -> None:
-        vision = getattr(config, "vision_config", None) or config
-        types = {config.model_type, vision.model_type}
         if self.family is None:
             return
+        vision = getattr(config, "vision_config", None) or config
+        types = {config.model_type, vision.model_type}
         wanted = _FAMILY_MODEL_TYPE.get(self.family, self.family)
         if not types & {wanted, f"{wanted}_vision_model"}:
             raise ConfigError(
