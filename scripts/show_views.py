@@ -46,14 +46,28 @@ def main(argv: list[str] | None = None) -> Path:
     segmenter = instantiate(cfg.segmenter)
     encoder2d = instantiate(cfg.encoder2d)
     fusion = instantiate(cfg.fusion)
+    if args.scene not in dataset.scene_ids:
+        _fail(f"unknown scene {args.scene!r}; the run at {args.run_dir} has: {', '.join(dataset.scene_ids)}")
     scene = segmenter.segment(dataset.load(args.scene))
     if not 0 <= args.instance < len(scene.instances):
-        raise ConfigError("instance", f"{args.scene} has {len(scene.instances)} instances, not {args.instance}")
+        known = ", ".join(f"{i} {inst.label}" for i, inst in enumerate(scene.instances)) or "none"
+        _fail(f"{args.scene} has no instance {args.instance}; its instances: {known}")
     out = args.out or args.run_dir / "views" / f"{args.scene}_{args.instance}.png"
     path = draw_instance_views(scene, args.instance, encoder2d, fusion, out, max_views=args.max_views)
     print(path)
     return path
 
 
+def _fail(message: str) -> None:
+    """One line on stderr and exit status 2 (a usage error, as argparse reports them)."""
+    print(f"show_views.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 if __name__ == "__main__":
-    main()
+    from featurizer.errors import FeaturizerError
+
+    try:
+        main()
+    except FeaturizerError as e:  # a bad run folder or data: the message says it all, no traceback
+        _fail(str(e))

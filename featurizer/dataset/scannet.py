@@ -283,6 +283,8 @@ class ScanNetReader:
         if scenes is not None:
             self.scene_ids = [str(s) for s in scenes]
         else:
+            if not self.root.is_dir():  # named first: the split file under it would be reported instead
+                raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
             path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
             if not path.is_file():
                 raise DataError(

@@ -1,4 +1,10 @@
-"""Hugging Face vision backbones (DINOv2, DINOv2 with registers, CLIP, SigLIP) as patch encoders.
+"""Any Hugging Face ViT backbone with a patch grid (DINOv2, DINOv3, CLIP, SigLIP, ...) as a patch encoder.
+
+One class for every backbone that transformers' Auto classes load: the model's ``config.json`` names
+its class (the vision tower of a two-tower CLIP / SigLIP checkpoint), the patch size comes from the
+config, the tokens before the patch grid (CLS, registers) are counted on the loaded model, and the
+preprocessing comes from the folder's ``preprocessor_config.json`` (through transformers' PIL
+processor where the family has one, else the file's settings). A new backbone is one YAML file.
 
 Two ways to feed a frame to the network (``mode``):
 
@@ -11,15 +17,23 @@ Pre-processing runs in torch on the model's device but reproduces the slow (PIL)
 bit: the resize is Pillow's own arithmetic (:mod:`featurizer.encoder2d.resize`), the crop offset is
 ``(h' - crop) // 2`` and the resize output size is ``int(short_target * long / short)``, exactly as
 transformers computes them. :meth:`HFPatchEncoder.pixel_to_patch` uses the same numbers, so a
-frame pixel maps to the patch that actually encodes it.
+frame pixel maps to the patch that actually encodes it. Families whose only processor needs
+torchvision (DINOv3: rescale, then an antialiased float resize) get the same settings applied the
+PIL way (uint8 resize, then rescale), which differs from theirs by the uint8 rounding of the resize.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -27,67 +41,6 @@ import torch
 from featurizer.encoder2d.base import PatchEncoder
 from featurizer.encoder2d.resize import BICUBIC, pil_resize
 from featurizer.errors import CheckpointError, ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class _Family:
-    model_class: str  # transformers class name
-    config_class: str
-    model_types: tuple[str, ...]  # accepted config.model_type values
-    # model card processor, used when the model is built from random_init_config
-    processor_class: str
-    processor_kwargs: dict
-    interpolate_kwarg: bool  # forward takes interpolate_pos_encoding (DINOv2 always interpolates)
-
-
-def _crop_processor(shortest_edge: int, mean, std) -> dict:
-    """Model-card kwargs of a processor that resizes the shortest edge (bicubic), crops 224x224."""
-    return dict(
-        size={"shortest_edge": shortest_edge},
-        crop_size={"height": 224, "width": 224},
-        do_center_crop=True,
-        resample=BICUBIC,
-        image_mean=list(mean),
-        image_std=list(std),
-    )
-
-
-_DINOV2_PROCESSOR = _crop_processor(256, IMAGENET_MEAN, IMAGENET_STD)
-
-FAMILIES: dict[str, _Family] = {
-    "dinov2": _Family(
-        "Dinov2Model", "Dinov2Config", ("dinov2",), "BitImageProcessorPil", _DINOV2_PROCESSOR, False
-    ),
-    "dinov2_reg": _Family(
-        "Dinov2WithRegistersModel",
-        "Dinov2WithRegistersConfig",
-        ("dinov2_with_registers",),
-        "BitImageProcessorPil",
-        _DINOV2_PROCESSOR,
-        False,
-    ),
-    "clip": _Family(
-        "CLIPVisionModel",
-        "CLIPVisionConfig",
-        ("clip", "clip_vision_model"),
-        "CLIPImageProcessorPil",
-        _crop_processor(224, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
-        True,
-    ),
-    "siglip": _Family(
-        "SiglipVisionModel",
-        "SiglipVisionConfig",
-        ("siglip", "siglip_vision_model"),
-        "SiglipImageProcessorPil",
-        dict(size={"height": 224, "width": 224}, resample=BICUBIC, image_mean=[0.5] * 3, image_std=[0.5] * 3),
-        True,
-    ),
-}
 
 MODES = ("processor", "full_frame")
 
@@ -140,6 +93,15 @@ class Preprocessing:
             mean = _three(processor.image_mean)
             std = _three(processor.image_std)
         return cls(resample, resize, crop, rescale, mean, std)
+
+    def native_side(self) -> int | None:
+        """The short side of the network input the processor makes (e.g. 224), None without resize/crop."""
+        if self.crop is not None:
+            return min(self.crop)
+        if self.resize is None:
+            return None
+        kind, value = self.resize
+        return int(value) if kind == "shortest_edge" else min(value)
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(w', h') after the processor's resize of a (width, height) frame (transformers' rounding)."""
@@ -214,40 +176,110 @@ def _looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~", ".\\")) or os.path.exists(model)
 
 
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a connection (one try: no retries, no waiting)."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy a direct connection says nothing: let the download try
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _locate(model: str) -> tuple[str, bool]:
+    """(what ``from_pretrained`` gets, local_files_only): a local folder, a hub id found in the
+    Hugging Face cache (never goes online), or a hub id to download (only when the hub answers)."""
+    if _looks_local(model):
+        path = Path(model).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                "encoder2d.model", f"{path}: not a model folder (no such folder or no config.json in it)"
+            )
+        return str(path), True
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid hub id
+        cached = None
+    if isinstance(cached, str):
+        return model, True
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    elif not _hub_reachable():
+        why = f"{constants.ENDPOINT} cannot be reached"
+    else:
+        return model, False
+    raise ConfigError(
+        "encoder2d.model",
+        f"{model} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+        f"and {why}: pass a local folder (encoder2d.model=/path/to/model), or download it once with "
+        f"`hf download {model}` (older huggingface_hub: `huggingface-cli download {model}`); "
+        "set HF_HUB_OFFLINE=1 to never try the network",
+    )
+
+
+def _plain(value):
+    """Mappings and lists (Hydra's DictConfig / ListConfig included) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+# family names of the YAML files that are not a transformers model_type
+_FAMILY_MODEL_TYPE = {"dinov2_reg": "dinov2_with_registers"}
+
+
 class HFPatchEncoder(PatchEncoder):
     """A Hugging Face ViT backbone as a :class:`PatchEncoder`.
 
     Args:
         model: hub id (``facebook/dinov2-large``) or local folder holding ``config.json``, the
-            weights and ``preprocessor_config.json`` (as written by ``save_pretrained``).
-        family: ``dinov2`` | ``dinov2_reg`` | ``clip`` | ``siglip``.
+            weights and ``preprocessor_config.json`` (as written by ``save_pretrained``). A hub id
+            is read from the Hugging Face cache when it is there; it is downloaded only otherwise.
+        family: expected kind of model, checked against the config's ``model_type`` (``dinov2``,
+            ``dinov2_reg``, ``dinov3_vit``, ``clip``, ``siglip``, ...); None accepts any.
         mode: ``processor`` (model card preprocessing, centre crop) or ``full_frame``.
         full_frame_size: (W, H) network input in ``full_frame`` mode, multiples of the patch size;
             default per frame size: the frame scaled so its short side is the model card's input
             size (e.g. 224), each side rounded to the nearest patch multiple (640x480 -> 294x224).
         batch_size: frames per forward pass.
         bf16: bf16 autocast (CUDA only).
-        name: tag for logs and file names (default: ``family``).
-        random_init_config: build the model from this config dict with seeded random weights,
-            and the processor from the family's model card defaults (tiny demo, no download).
+        name: tag for logs and file names (default: ``family``, else the config's model_type).
+        random_init_config: build the model from this config dict (keys of the family's transformers
+            config; ``model_type`` defaults to ``family``) with seeded random weights (no download).
+        processor: preprocessing settings with the keys of ``preprocessor_config.json`` (``size``,
+            ``resample``, ``do_center_crop``, ``crop_size``, ``rescale_factor``, ``image_mean``, ...):
+            with ``random_init_config`` all of them (a missing ``do_*`` is off), with a model they
+            override the folder's.
         seed: seed of the random initialisation.
     """
 
     def __init__(
         self,
         model: str = "facebook/dinov2-large",
-        family: str = "dinov2",
+        family: str | None = None,
         mode: str = "full_frame",
         full_frame_size: list[int] | None = None,
         batch_size: int = 16,
         bf16: bool = False,
         name: str | None = None,
         random_init_config: dict | None = None,
+        processor: dict | None = None,
         seed: int = 0,
     ):
         super().__init__()
-        if family not in FAMILIES:
-            raise ConfigError("encoder2d.family", f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
         if mode not in MODES:
             raise ConfigError("encoder2d.mode", f"unknown mode {mode!r}; one of {', '.join(MODES)}")
         if int(batch_size) < 1:
@@ -256,26 +288,35 @@ class HFPatchEncoder(PatchEncoder):
         self.mode = mode
         self.batch_size = int(batch_size)
         self.bf16 = bool(bf16)
-        self.name = name or family
         # "auto": Pillow itself for CPU tensors, the bit-exact torch port on GPUs; tests pin "torch"
         self.resize_impl = "auto"
         self.model_id = str(model)
-        self._spec = FAMILIES[family]
+        overrides = _plain(processor or {})
         if random_init_config is not None:
-            self.model, processor = self._build_random(dict(random_init_config), int(seed))
+            self.model = self._build_random(_plain(random_init_config), int(seed))
+            if processor is None:
+                raise ConfigError("encoder2d.processor", "random_init_config needs preprocessing settings")
+            settings = SimpleNamespace(**overrides)
         else:
-            self.model, processor = self._load(self.model_id)
+            self.model, settings = self._load(self.model_id, overrides)
         self.model.eval().requires_grad_(False)
-        self.processor = processor
-        self.prep = Preprocessing.from_processor(processor)
         config = self.model.config
+        self.name = name or family or config.model_type
         self.dim = int(config.hidden_size)
         self.patch_size = int(config.patch_size)
-        self.num_prefix_tokens = {"dinov2": 1, "clip": 1, "siglip": 0}.get(family)
-        if family == "dinov2_reg":
-            self.num_prefix_tokens = 1 + int(config.num_register_tokens)
-        w_in, h_in = self.prep.input_size(640, 480)
-        self.native_size = min(w_in, h_in)  # the model card's input side, e.g. 224
+        args = inspect.signature(self.model.forward).parameters
+        needs = [k for k, a in args.items() if k != "pixel_values" and a.default is inspect.Parameter.empty
+                 and a.kind not in (a.VAR_KEYWORD, a.VAR_POSITIONAL)]
+        if needs:
+            raise ConfigError(
+                "encoder2d.model",
+                f"{self.model_id}: {type(self.model).__name__} needs {', '.join(needs)} besides pixel_values "
+                "(a patch-sequence model such as SigLIP2 NaFlex); only backbones taking an image grid work",
+            )
+        self._interpolate = "interpolate_pos_encoding" in args  # DINOv2 and RoPE models always do
+        self.prep = Preprocessing.from_processor(settings)
+        self.num_prefix_tokens = self._count_prefix_tokens()
+        self.native_size = self.prep.native_side() or int(config.image_size)  # e.g. 224
         self.full_frame_size: tuple[int, int] | None = None
         if full_frame_size is not None:
             ffs = tuple(int(x) for x in full_frame_size)
@@ -287,61 +328,79 @@ class HFPatchEncoder(PatchEncoder):
             self.full_frame_size = (ffs[0], ffs[1])
 
     # ------------------------------------------------------------------ loading
+    def _count_prefix_tokens(self) -> int:
+        """Tokens before the patch grid (CLS, registers), counted on a 2x2-patch input."""
+        p = self.patch_size
+        with torch.inference_mode():
+            hidden = self._forward(torch.zeros(1, 3, 2 * p, 2 * p)).last_hidden_state
+        return int(hidden.shape[1]) - 4
+
+    def _check_family(self, config, where: str) -> None:
+        if self.family is None:
+            return
+        vision = getattr(config, "vision_config", None) or config
+        types = {config.model_type, vision.model_type}
+        wanted = _FAMILY_MODEL_TYPE.get(self.family, self.family)
+        if not types & {wanted, f"{wanted}_vision_model"}:
+            raise ConfigError(
+                "encoder2d.family",
+                f"{where} holds a {vision.model_type!r} model, but family {self.family!r} expects {wanted!r}",
+            )
+
+    @staticmethod
+    def _vision_class(config, where: str):
+        """The transformers class of the config's vision tower (CLIPVisionModel for a full CLIP)."""
+        import transformers
+
+        vision = getattr(config, "vision_config", None) or config
+        try:
+            return vision, transformers.MODEL_MAPPING[type(vision)]
+        except KeyError:
+            raise ConfigError(
+                "encoder2d.model", f"{where}: transformers has no model class for {vision.model_type!r}"
+            ) from None
+
     def _build_random(self, config: dict, seed: int):
         import transformers
 
-        config_cls = getattr(transformers, self._spec.config_class)
-        model_cls = getattr(transformers, self._spec.model_class)
+        model_type = config.pop("model_type", None) or _FAMILY_MODEL_TYPE.get(self.family, self.family)
         try:
-            cfg = config_cls(**config)
+            cfg = transformers.AutoConfig.for_model(model_type, **config)
+            vision, model_cls = self._vision_class(cfg, "encoder2d.random_init_config")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                net = model_cls(cfg)
+                net = model_cls(vision)
+        except ConfigError:
+            raise
         except Exception as e:  # transformers' strict config validation raises its own error types
-            first = str(e).strip().replace("\n", " ")
             raise ConfigError(
-                "encoder2d.random_init_config", f"not a valid {self._spec.config_class}: {first}"
+                "encoder2d.random_init_config", f"not a valid {model_type!r} config: {_first_line(e)}"
             ) from None
-        processor = getattr(transformers, self._spec.processor_class)(**self._spec.processor_kwargs)
-        return net, processor
+        return net
 
-    def _load(self, model: str):
+    def _load(self, model: str, overrides: dict):
         import transformers
 
-        if _looks_local(model):
-            path = Path(model).expanduser()
-            if not (path / "config.json").is_file():
-                raise ConfigError(
-                    "encoder2d.model", f"{path}: not a model folder (no such folder or no config.json in it)"
-                )
-            model = str(path)
+        source, local_only = _locate(model)
         try:
-            config = transformers.AutoConfig.from_pretrained(model)
+            config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                "encoder2d.model",
-                f"{model}: cannot load a model config (not a local folder, and not a hub id that can be "
-                f"downloaded or is cached): {first}",
-            ) from None
-        if config.model_type not in self._spec.model_types:
-            raise ConfigError(
-                "encoder2d.family",
-                f"{model} holds a {config.model_type!r} model, but family {self.family!r} expects "
-                f"{' or '.join(self._spec.model_types)}",
-            )
-        model_cls = getattr(transformers, self._spec.model_class)
+            problem = f"{model}: cannot load a model config: {_first_line(e)}"
+            raise ConfigError("encoder2d.model", problem) from None
+        self._check_family(config, model)
+        _, model_cls = self._vision_class(config, model)
         verbosity = transformers.logging.get_verbosity()
         try:
             # quiet: a full CLIP / SigLIP checkpoint lists its text tower as unexpected keys; what
             # matters (missing or mismatched vision weights) is checked below
             transformers.logging.set_verbosity_error()
-            net, info = model_cls.from_pretrained(model, output_loading_info=True)
-            processor = transformers.AutoImageProcessor.from_pretrained(model, backend="pil")
+            net, info = model_cls.from_pretrained(
+                source, output_loading_info=True, local_files_only=local_only
+            )
+            settings = self._processor_settings(source, local_only, overrides)
         except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(
-                "encoder2d.model", f"{model}: cannot load weights or image processor: {first}"
+                "encoder2d.model", f"{model}: cannot load weights or image processor: {_first_line(e)}"
             ) from None
         finally:
             transformers.logging.set_verbosity(verbosity)
@@ -349,10 +408,24 @@ class HFPatchEncoder(PatchEncoder):
         bad += sorted(str(k) for k in info.get("mismatched_keys") or [])
         if bad:
             shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-            raise CheckpointError(
-                model, f"{len(bad)} {self._spec.model_class} weight(s) missing or mismatched: {shown}"
+            problem = f"{len(bad)} {model_cls.__name__} weight(s) missing or mismatched: {shown}"
+            raise CheckpointError(model, problem)
+        return net, settings
+
+    @staticmethod
+    def _processor_settings(source: str, local_only: bool, overrides: dict):
+        """The family's PIL image processor, or (where it has none) the preprocessor_config.json settings."""
+        import transformers
+        from transformers.utils import cached_file
+
+        try:
+            return transformers.AutoImageProcessor.from_pretrained(
+                source, backend="pil", local_files_only=local_only, **overrides
             )
-        return net, processor
+        except ImportError:  # the family's only processor needs torchvision (DINOv3)
+            path = cached_file(source, "preprocessor_config.json", local_files_only=local_only)
+            with open(path) as f:
+                return SimpleNamespace(**{**json.load(f), **overrides})
 
     # ------------------------------------------------------------------ geometry
     def _net_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -450,7 +523,7 @@ class HFPatchEncoder(PatchEncoder):
 
     def _forward(self, pixel_values: torch.Tensor):
         device = self.device
-        kwargs = {"interpolate_pos_encoding": True} if self._spec.interpolate_kwarg else {}
+        kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
         autocast = self.bf16 and device.type == "cuda"
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
             return self.model(pixel_values=pixel_values.to(device), **kwargs)

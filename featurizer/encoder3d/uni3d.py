@@ -23,6 +23,7 @@ from torch import nn
 
 from featurizer.encoder3d.grouping import group
 from featurizer.errors import CheckpointError, ConfigError
+from featurizer.ptfile import load_pt
 
 MIN_CLOUD = 64  # the reference self-concatenates clouds smaller than this
 LN_EPS = 1e-6
@@ -447,11 +448,7 @@ def _architecture_problem(found: Arch, expected: Arch, model_size: str | None) -
 def _load_file(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        problem = f"cannot read as a torch checkpoint ({type(err).__name__}: {err})"
-        raise CheckpointError(path, problem) from err
+    return load_pt(path, CheckpointError, mmap=True)
 
 
 def load_uni3d_state_dict(path_or_dict, model: Uni3D) -> None:

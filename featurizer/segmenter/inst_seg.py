@@ -8,42 +8,19 @@ numbers, strings and tensors is refused and no code in it runs.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from featurizer.errors import ConfigError, DataError
+from featurizer.ptfile import load_pt
 from featurizer.scene import Instance, Scene
 from featurizer.segmenter.base import Segmenter
 
 
 def load_plain_pt(path: Path) -> object:
     """``torch.load(path, weights_only=True)``; a file needing arbitrary unpickling -> DataError."""
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says it all
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... : never fall back
-        raise DataError(
-            path,
-            f"refusing to unpickle {path.name}: not a plain list of dicts; "
-            f"weights_only load failed: {_reason(e)}",
-        ) from None
-
-
-def _reason(error: Exception) -> str:
-    """The informative part of torch's weights_only error (e.g. ``Unsupported global: builtins.open``)."""
-    text = str(error)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0].split(" Please use", 1)[0]
-    text = " ".join(text.split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return load_pt(path, DataError)
 
 
 def _point_ids(value: object) -> np.ndarray | None:
