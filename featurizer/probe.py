@@ -25,6 +25,7 @@ import torch
 
 from featurizer.errors import DataError
 from featurizer.files import atomic_write_json
+from featurizer.ptfile import load_pt
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +298,7 @@ def read_json(path: Path) -> dict:
 def _load_pt(path: Path, what: str) -> dict:
     if not path.is_file():
         raise DataError(path, f"{what} file named in summary.json not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt / unsafe files
-        raise DataError(path, f"cannot be loaded with torch.load(weights_only=True): {e}") from None
+    data = load_pt(path)
     if not isinstance(data, dict):
         raise DataError(path, f"{what} must be a dict, is {type(data).__name__}")
     return data
