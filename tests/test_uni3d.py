@@ -313,3 +313,14 @@ def test_cuda_matches_cpu():
     assert (cpu - gpu).abs().max().item() <= 1e-3
     model.bf16 = True
     assert (cpu - model.encode(xyz, rgb)).abs().max().item() <= 0.1 * cpu.abs().max().item()
+
+
+def test_a_3d_encoder_without_a_name_is_refused():
+    from featurizer.encoder3d.base import PointEncoder
+    from featurizer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder3d.name"):
+        tiny(name="")
+    with pytest.raises(ConfigError, match="encoder3d.name"):
+        PointEncoder(None)
+    assert isinstance(tiny(), PointEncoder) and tiny().name == "uni3d"

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featurizer.encoder3d.base import PointEncoder
 from featurizer.encoder3d.grouping import group
 from featurizer.errors import CheckpointError, ConfigError
 from featurizer.ptfile import load_pt
@@ -184,7 +185,7 @@ class Visual(nn.Module):
             self.head = nn.Linear(w, 1000)
 
 
-class PatchEncoder(nn.Module):
+class GroupEncoder(nn.Module):
     """PointNet over each group: Conv1d(6,128)-BN-ReLU-Conv1d(128,256), max, [global, local],
     Conv1d(512,512)-BN-ReLU-Conv1d(512,C), max. (Module names match the checkpoint.)"""
 
@@ -232,7 +233,7 @@ class PointcloudEncoder(nn.Module):
         self.group_chunk = 512
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, w))
-        self.encoder = PatchEncoder(pc_encoder_dim)
+        self.encoder = GroupEncoder(pc_encoder_dim)
         self.encoder2trans = nn.Linear(pc_encoder_dim, w)
         self.trans2embed = nn.Linear(w, embed_dim)
         self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, w))
@@ -308,7 +309,7 @@ def _resolve_arch(size, width, depth, num_heads, mlp_hidden, block_style) -> Arc
     return Arch(**values)
 
 
-class Uni3D(nn.Module):
+class Uni3D(PointEncoder):
     """Uni3D point encoder of object instances.
 
     size: ti|s|b|l|g picks the published architecture (sizes.md); width/depth/num_heads/
@@ -325,7 +326,7 @@ class Uni3D(nn.Module):
                  pc_encoder_dim: int = 512, embed_dim: int = 1024, num_group: int = 512, group_size: int = 64,
                  checkpoint: str | None = None, batch_size: int = 32, bf16: bool = False, seed: int = 0,
                  name: str = "uni3d"):
-        super().__init__()
+        super().__init__(name)
         self.arch = _resolve_arch(size, width, depth, num_heads, mlp_hidden, block_style)
         # the published size this is, None when overrides changed it (used in error messages)
         self.size = size if size is not None and SIZES[size] == self.arch else None
@@ -339,7 +340,6 @@ class Uni3D(nn.Module):
                               f"got {group_size}")
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise CheckpointError(checkpoint, "checkpoint file not found (option encoder3d.checkpoint)")
-        self.name = name
         self.dim = int(embed_dim)
         self.batch_size = int(batch_size)
         self.bf16 = bool(bf16)
