@@ -57,9 +57,9 @@ class SceneDataset(Dataset):
             return item
         t0 = time.perf_counter()
         scene = self.reader.load(scene_id)
-        gt = list(scene.instances)  # the reader's GT instances, before the segmenter replaces them
-        if self.segmenter.max_instances is not None:
-            gt = gt[: self.segmenter.max_instances]
+        # the reader's GT instances, before the segmenter replaces them: all of them (the GT attributes
+        # index every object, as Chat-Scene's; only features stop at max_instances)
+        gt = list(scene.instances)
         scene = self.segmenter.segment(scene)
         item.update(scene=scene, gt=gt if (gt or scene.split != "test") else None,
                     read_s=time.perf_counter() - t0)

@@ -452,12 +452,21 @@ def probe_run(run_dir, **kwargs) -> dict:
     if summary.get("status") != "ok":
         raise DataError(summary_path, f"run status is {summary.get('status')!r}: {summary.get('error')}")
     files = summary.get("files")
-    if not isinstance(files, dict) or not files.get("attributes"):
-        raise DataError(summary_path, "'files' must name at least 'attributes'")
+    if not isinstance(files, dict) or not isinstance(files.get("attributes"), dict) or not files["attributes"]:
+        raise DataError(summary_path, "'files' must name the attributes file of at least one split")
+
+    def attributes(role: str) -> dict | None:  # every split's file (not "all": the others hold it)
+        names = {split: name for split, name in (files.get(role) or {}).items() if split != "all"}
+        out = {}
+        for name in names.values():
+            out.update(_load_pt(run_dir / name, role))
+        return out if names else None
+
     loaded = {role: _load_pt(run_dir / files[role], role) if files.get(role) else None
-              for role in ("feats3d", "feats2d", "attributes", "gt_attributes")}
-    if files.get("gt_attributes") == files["attributes"]:
-        loaded["gt_attributes"] = loaded["attributes"]
+              for role in ("feats3d", "feats2d")}
+    loaded["attributes"] = attributes("attributes")
+    same = files.get("gt_attributes") == files["attributes"]
+    loaded["gt_attributes"] = loaded["attributes"] if same else attributes("gt_attributes")
     metrics = probe(loaded["feats3d"], loaded["feats2d"], loaded["attributes"], loaded["gt_attributes"],
                     instances=summary.get("instances"), source=run_dir, **kwargs)
     atomic_write_json(metrics, run_dir / "metrics.json")

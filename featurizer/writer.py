@@ -35,32 +35,33 @@ from featurizer.store import StageStore
 
 @dataclass
 class OutputNames:
-    """Chat-Scene's file names for one run, from the parts' names: the reader's (``scannet``), the
-    segmenter's and the 3D encoder's (DESIGN.md section 3)."""
+    """Chat-Scene's file names, from the parts' names: the reader's (``scannet``), the segmenter's and the
+    3D encoder's (DESIGN.md sections 3 and 8). Features cover the train and val scenes in one file; the
+    ``_all`` files add the test scenes; attributes are per split (``all``: every split)."""
 
     dataset: str
     segmenter: str
     encoder3d: str
-    split: str
     ground_truth: bool
 
-    @property
-    def gt_attributes(self) -> str:
-        return f"{self.dataset}_{self.split}_attributes.pt"
+    def gt_attributes(self, split: str) -> str:
+        return f"{self.dataset}_{split}_attributes.pt"
 
-    @property
-    def attributes(self) -> str:
+    def attributes(self, split: str) -> str:
         if self.ground_truth:
-            return self.gt_attributes
-        return f"{self.dataset}_{self.segmenter}_{self.split}_attributes.pt"
+            return self.gt_attributes(split)
+        return f"{self.dataset}_{self.segmenter}_{split}_attributes.pt"
+
+    def feats3d(self, with_test: bool = False) -> str:
+        return f"{self.dataset}_{self.segmenter}_{self.encoder3d}_feats{'_all' if with_test else ''}.pt"
+
+    def feats2d(self, with_test: bool = False) -> str:
+        return f"{self.dataset}_{self.segmenter}_videofeats{'_all' if with_test else ''}.pt"
 
     @property
-    def feats3d(self) -> str:
-        return f"{self.dataset}_{self.segmenter}_{self.encoder3d}_feats.pt"
-
-    @property
-    def feats2d(self) -> str:
-        return f"{self.dataset}_{self.segmenter}_videofeats.pt"
+    def records(self) -> str:
+        """The records of this instance set (``records.json``; ``records_gt.json`` for the extra GT set)."""
+        return "records.json" if not self.ground_truth or self.segmenter == "gt" else "records_gt.json"
 
 
 class ShardWriter(BasePredictionWriter):
@@ -107,8 +108,10 @@ class RunResult:
     summary: counts, reasons, choices, file names and ``timings`` (written by :func:`write_summary`);
     records: per key, why a feature is missing, views, points (``records.json``);
     feats3d / feats2d: ``{key: (D,) float32}`` (feats2d None without a 2D stage);
-    attributes / gt_attributes: ``{scene: {"objects": [labels], "locs": (I, 6)}}``; for ground-truth
-    instances both are the same dict; gt_attributes None when the scenes have no GT (test split).
+    attributes / gt_attributes: ``{scene: {"objects": [labels], "locs": (I, 6)}}`` of the instances
+    (the first ``max_instances``) and of every GT object; gt_attributes None when the scenes have no GT
+    (test split).
+    splits: each scene's split.
     """
 
     summary: dict
@@ -117,14 +120,20 @@ class RunResult:
     feats2d: dict | None
     attributes: dict
     gt_attributes: dict | None
+    splits: dict[str, str]
 
 
-def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: OutputNames,
-          run_info: dict | None = None, started_at: float = 0.0) -> RunResult:
-    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files and ``records.json``.
+def merge(store: StageStore, output_dir: Path, scene_ids: list[str], split_of: dict[str, str],
+          names: OutputNames, run_info: dict | None = None, started_at: float = 0.0,
+          primary: bool = True) -> RunResult:
+    """Merge the shards of ``scene_ids`` into the run's Chat-Scene files and the records file.
 
-    Returns the run's result; its summary holds the ``timings`` (:func:`write_summary` writes both).
-
+    split_of: each scene's split. Writes the features of the non-test scenes (one file for train and
+    val, as Chat-Scene uses), with test scenes also the ``_all`` feature and attribute files, the
+    instances' attributes per split, and (``primary``) ``pcd_all/`` and the GT attributes per split.
+    The extra ground-truth instance set of a run (``gt_features``) is merged with ``primary=False``:
+    its features and ``records_gt.json`` only.
+    Returns the result; its summary holds the ``timings`` (:func:`write_summary` writes both).
     Every output is written atomically: an interrupted merge leaves the earlier files intact.
     started_at: the run's start (a Unix time); time per stage counts the shards created since.
     """
@@ -147,8 +156,9 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
             raise FeaturizerError(f"{store.root}: scene {scene_id} has no finished shard for its current "
                                   f"input files (was the run interrupted, or did its files change during "
                                   f"the run? rerun to resume)")
-        pcd = (s3["coords"], s3["colors"], list(s3["labels"]), [ids.tolist() for ids in s3["point_ids"]])
-        atomic_save(pcd, output_dir / "pcd_all" / f"{scene_id}.pth")
+        if primary:
+            pcd = (s3["coords"], s3["colors"], list(s3["labels"]), [ids.tolist() for ids in s3["point_ids"]])
+            atomic_save(pcd, output_dir / "pcd_all" / f"{scene_id}.pth")
         attributes[scene_id] = {"objects": list(s3["labels"]), "locs": s3["locs"]}
         if s3.get("gt") is not None:
             gt_attributes[scene_id] = {"objects": list(s3["gt"]["labels"]), "locs": s3["gt"]["locs"]}
@@ -171,26 +181,19 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
         if scene_notes:
             notes[scene_id] = scene_notes
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(feats3d, output_dir / names.feats3d)
-    files = {"feats3d": names.feats3d, "feats2d": None, "attributes": names.attributes,
-             "gt_attributes": names.gt_attributes if gt_attributes else None, "pcd_all": "pcd_all"}
-    atomic_save(attributes, output_dir / names.attributes)
-    if not names.ground_truth and gt_attributes:
-        atomic_save(gt_attributes, output_dir / names.gt_attributes)
-    if has_2d:
-        atomic_save(feats2d, output_dir / names.feats2d)
-        files["feats2d"] = names.feats2d
-
+    files = _write_files(output_dir, names, scene_ids, split_of, attributes, gt_attributes, feats3d,
+                         feats2d if has_2d else None, primary)
     missing_3d = Counter(r["3d"]["reason"] for r in records.values() if not r["3d"]["ok"])
     missing_2d = Counter(r["2d"]["reason"] for r in records.values()
                          if "2d" in r and r["2d"].get("reason"))
     views = [float(r["2d"]["views"]) for r in records.values() if "2d" in r]
+    splits = sorted({split_of[s] for s in scene_ids})
     summary = {
         "status": "ok",
         "error": None,
         **run_info,
         "scenes": len(scene_ids),
+        "scenes_per_split": {sp: sum(split_of[s] == sp for s in scene_ids) for sp in splits},
         "instances": num_instances,
         "keys_3d": len(feats3d),
         "keys_2d": len(feats2d) if has_2d else None,
@@ -205,9 +208,54 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], names: Outp
         "files": files,
     }
     summary["timings"]["started_at"] = started_at
-    atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / "records.json")
-    gt = (attributes if names.ground_truth else gt_attributes) if gt_attributes else None
-    return RunResult(summary, records, feats3d, feats2d if has_2d else None, attributes, gt)
+    atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / names.records)
+    return RunResult(summary, records, feats3d, feats2d if has_2d else None, attributes, gt_attributes or None,
+                     {s: split_of[s] for s in scene_ids})
+
+
+def _write_files(output_dir: Path, names: OutputNames, scene_ids: list[str], split_of: dict[str, str],
+                 attributes: dict, gt_attributes: dict, feats3d: dict, feats2d: dict | None,
+                 primary: bool) -> dict:
+    """Write the feature and attribute files; returns ``summary["files"]``: role -> file name, or
+    split -> file name for the attributes."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[str]] = {}
+    for scene_id in scene_ids:
+        by_split.setdefault(split_of[scene_id], []).append(scene_id)
+    test = set(by_split.get("test", []))
+
+    def keys_of(feats: dict, scenes: set) -> dict:
+        return {k: v for k, v in feats.items() if k.rsplit("_", 1)[0] in scenes}
+
+    files: dict = {"feats3d": None, "feats2d": None, "feats3d_all": None, "feats2d_all": None,
+                   "attributes": {}, "gt_attributes": {}, "pcd_all": "pcd_all" if primary else None,
+                   "records": names.records}
+    for feats, role in ((feats3d, "feats3d"), (feats2d, "feats2d")):
+        if feats is None:
+            continue
+        name_of = names.feats3d if role == "feats3d" else names.feats2d
+        if len(test) < len(scene_ids):
+            files[role] = name_of()
+            atomic_save(keys_of(feats, set(scene_ids) - test) if test else feats, output_dir / files[role])
+        if test:
+            files[f"{role}_all"] = name_of(with_test=True)
+            atomic_save(feats, output_dir / files[f"{role}_all"])
+    if not primary:
+        return files
+    for split, scenes in by_split.items():
+        has_gt = [s for s in scenes if s in gt_attributes]
+        if has_gt:  # every GT object (a ground-truth run's attributes file too: Chat-Scene's hold them all)
+            files["gt_attributes"][split] = names.gt_attributes(split)
+            atomic_save({s: gt_attributes[s] for s in has_gt}, output_dir / names.gt_attributes(split))
+        if not (names.ground_truth and has_gt):
+            files["attributes"][split] = names.attributes(split)
+            atomic_save({s: attributes[s] for s in scenes}, output_dir / names.attributes(split))
+        else:
+            files["attributes"][split] = names.gt_attributes(split)
+    if test and not names.ground_truth:
+        files["attributes"]["all"] = names.attributes("all")
+        atomic_save(attributes, output_dir / names.attributes("all"))
+    return files
 
 
 def write_summary(summary: dict, output_dir: Path) -> None:

@@ -186,8 +186,8 @@ def build_run(run_dir: Path, predicted: bool = True, with_2d: bool = True, seed:
         "files": {
             "feats3d": "feats3d.pt",
             "feats2d": "feats2d.pt" if with_2d else None,
-            "attributes": "attributes.pt" if predicted else "gt_attributes.pt",
-            "gt_attributes": "gt_attributes.pt",
+            "attributes": {"val": "attributes.pt" if predicted else "gt_attributes.pt"},
+            "gt_attributes": {"val": "gt_attributes.pt"},
         },
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -227,7 +227,7 @@ def test_probe_run_labels_come_from_the_matched_gt(tmp_path):
     build_run(tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # pretend the predicted file is the GT one: keys are then labelled by index, which is wrong here
-    summary["files"]["gt_attributes"] = summary["files"]["attributes"] = "gt_attributes.pt"
+    summary["files"]["gt_attributes"] = summary["files"]["attributes"] = {"val": "gt_attributes.pt"}
     (tmp_path / "run" / "summary.json").write_text(json.dumps(summary))
     wrong = probe_run(tmp_path / "run")
     assert wrong["knn_3d"] < 0.8

@@ -5,7 +5,7 @@ One module per published builder script (``preprocess/prepare_*_annos.py``), eac
 
     builder = ScanRefer(name="scanrefer")
     builder.inputs(root) -> list[Path]              # published input files under annotations.root
-    builder.check(root, scenes_by_split, gt_attributes_by_split) -> list[DataError]   # bad input
+    builder.check(root, scenes_by_split, gt_counts_by_split) -> list[DataError]   # bad input
     builder.build(split, inst_attrs, gt_attrs, root, prompts, rng, train_iou_thres, max_obj_num)
         -> (records, stats)                         # what Chat-Scene reads; stats incl. upper bound
     builder.output_name(seg, split) -> str          # e.g. scanrefer_mask3d_val.json
@@ -55,7 +55,7 @@ from featurizer.annotations.base import Builder
 from featurizer.annotations.prompts import load_prompts
 from featurizer.errors import ConfigError, DataError
 
-__all__ = ["Builder", "rng_for", "select_builders", "check_annotations", "build_annotations"]
+__all__ = ["AnnotationJob", "Builder", "rng_for", "select_builders", "check_annotations", "build_annotations"]
 
 
 def rng_for(seed: int, builder: str, split: str) -> random.Random:
@@ -72,13 +72,14 @@ def select_builders(builders: dict[str, Builder], tasks: list[str]) -> list[Buil
 
 
 def check_annotations(builders: list[Builder], root: str | Path, scenes_by_split: dict[str, set[str]],
-                      gt_attrs_by_split: dict[str, dict], on_bad_input: str = "error") -> list[str]:
+                      gt_counts: dict[str, dict[str, int]], on_bad_input: str = "error") -> list[str]:
     """Check every builder's inputs before long work. ``on_bad_input="error"`` raises the first
     problem (DataError: file, record index, problem); ``"skip"`` returns them all as lines (the
-    builders then leave the bad records out and count them as ``skipped``)."""
+    builders then leave the bad records out and count them as ``skipped``). gt_counts: per split,
+    each scene's number of GT objects."""
     if on_bad_input not in ("error", "skip"):
         raise ConfigError("annotations.on_bad_input", f"must be error or skip, got {on_bad_input!r}")
-    problems = [p for b in builders for p in b.check(root, scenes_by_split, gt_attrs_by_split)]
+    problems = [p for b in builders for p in b.check(root, scenes_by_split, gt_counts)]
     if problems and on_bad_input == "error":
         raise problems[0]
     return [str(p) for p in problems]
@@ -95,7 +96,7 @@ def build_annotations(builders: list[Builder], splits: list[str], inst_attrs: di
     None for featurizer's. Files are JSON with ``indent=4``, written atomically. Returns one stats
     dict per (task, split), with ``file``.
     """
-    from featurizer.writer import atomic_write_text
+    from featurizer.files import atomic_write_text
 
     needed = sorted({name for b in builders for name in b.prompt_lists})
     prompt_lists = load_prompts(prompts, needed)
@@ -114,3 +115,64 @@ def build_annotations(builders: list[Builder], splits: list[str], inst_attrs: di
                 atomic_write_text(json.dumps(content, indent=4), out_dir / extra)
             all_stats.append({**stats, "file": name})
     return all_stats
+
+
+class AnnotationJob:
+    """The task annotations one run builds: inputs checked before long work, files built after the merge.
+
+    builders: every configured builder by name; tasks: the ones to build, in order; root: the published
+    datasets' files (Chat-Scene's ``annotations/`` layout); required: the user named ``root`` (a missing
+    folder is then an error; otherwise the annotations are left out with a note, for runs that only
+    want features). The other arguments are :func:`build_annotations`'.
+    """
+
+    def __init__(self, builders: dict[str, Builder], tasks: list[str], root: str | Path | None,
+                 prompts: str | Path | None = None, seed: int = 0, train_iou_thres: float = 0.5,
+                 max_obj_num: int = 100, on_bad_input: str = "error", required: bool = False):
+        self.builders = select_builders(builders, list(tasks))
+        self.root = None if root is None else Path(root)
+        self.prompts, self.seed = prompts, int(seed)
+        self.train_iou_thres, self.max_obj_num = float(train_iou_thres), int(max_obj_num)
+        self.on_bad_input = on_bad_input
+        self.required = bool(required)
+        self.note: str | None = None  # why nothing is built, when nothing is
+        self.problems: list[str] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.builders) and self.note is None
+
+    def check(self, scene_splits: dict[str, str], gt_counts: dict[str, int]) -> None:
+        """Before long work: the root, every input file and record (:func:`check_annotations`), and the
+        prompts. scene_splits: each scene's split; gt_counts: each scene's number of GT objects."""
+        if not self.builders:
+            return
+        if self.root is None or not self.root.is_dir():
+            where = "annotations.root is not set" if self.root is None else f"{self.root} not found"
+            if self.required:
+                raise DataError(self.root or Path("annotations.root"), "annotation inputs folder not found")
+            self.note = f"{where}: task annotations not built (pass annotations.root=<folder>)"
+            return
+        scenes_by_split: dict[str, set[str]] = {}
+        counts: dict[str, dict[str, int]] = {}
+        for scene, split in scene_splits.items():
+            scenes_by_split.setdefault(split, set()).add(scene)
+            counts.setdefault(split, {})[scene] = gt_counts[scene]
+        self.problems = check_annotations(self.builders, self.root, scenes_by_split, counts, self.on_bad_input)
+        load_prompts(self.prompts, sorted({n for b in self.builders for n in b.prompt_lists}))
+
+    def build(self, attributes: dict, gt_attributes: dict | None, scene_splits: dict[str, str],
+              out_dir: str | Path, seg: str) -> list[dict]:
+        """Write the annotation files of every split of the run; one stats dict per (task, split)."""
+        if not self.active:
+            return []
+        inst: dict[str, dict] = {}
+        gt: dict[str, dict] = {}
+        for scene, split in scene_splits.items():
+            inst.setdefault(split, {})[scene] = attributes[scene]
+            if gt_attributes and scene in gt_attributes:
+                gt.setdefault(split, {})[scene] = gt_attributes[scene]
+        splits = [s for s in ("train", "val", "test") if s in inst and s in gt]
+        return build_annotations(self.builders, splits, inst, gt, self.root, out_dir, seg, seed=self.seed,
+                                 prompts=self.prompts, train_iou_thres=self.train_iou_thres,
+                                 max_obj_num=self.max_obj_num)

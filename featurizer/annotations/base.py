@@ -125,12 +125,12 @@ class Builder:
         return None
 
     def check(self, root: str | Path, scenes_by_split: dict[str, set[str]],
-              attributes: dict[str, dict]) -> list[DataError]:
+              gt_counts: dict[str, dict[str, int]]) -> list[DataError]:
         """Every problem of the inputs, before long work: one DataError per problem, naming the file,
         the record index and the problem (records whose scene is not in the run: one per file).
 
-        scenes_by_split: the run's scene ids per split; attributes: the GT attributes per split
-        (``{scene: {"objects", "locs"}}``), for the object id ranges.
+        scenes_by_split: the run's scene ids per split; gt_counts: per split, each scene's number of
+        GT objects (known before long work, e.g. ``reader.gt_object_count``), for the object id ranges.
         """
         problems: list[DataError] = []
         for split in self.splits:
@@ -145,15 +145,14 @@ class Builder:
             except DataError as e:
                 problems.append(e)
                 continue
-            gt, run = attributes.get(split, {}), scenes_by_split[split]
+            counts, run = gt_counts.get(split, {}), scenes_by_split[split]
             outside = []
             for i, record in records:
                 scene = record.get("scene_id") if isinstance(record, dict) else None
                 if scene is not None and scene not in run:
                     outside.append((i, scene))
                     continue
-                n_gt = len(gt[scene]["locs"]) if scene in gt else None
-                text = self.problem(record, n_gt)
+                text = self.problem(record, counts.get(scene))
                 if text:
                     problems.append(DataError(path, f"record {i}: {text}"))
             if outside:

@@ -333,6 +333,16 @@ class ScanNetReader:
                     files.extend(Path(e.path) for e in os.scandir(fd / sub) if e.is_file())
         return files
 
+    def gt_object_count(self, scene_id: str) -> int:
+        """How many ground-truth objects the scene has (its aggregation's segGroups; 0 without one), read
+        cheaply before long work (the annotation inputs' object ids are checked against it)."""
+        d = self.scene_dir(scene_id)
+        if not _has_ground_truth(d, scene_id):
+            return 0
+        agg = self._read_json(d / f"{scene_id}{AGG_SUFFIX}")
+        groups = agg.get("segGroups") if isinstance(agg, dict) else None
+        return len(groups) if isinstance(groups, list) else 0
+
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Every check of :meth:`check_global` and :meth:`check_scene`; raises the first DataError."""
