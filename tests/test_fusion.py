@@ -184,12 +184,12 @@ def _gift_wrap_area(pix: list[tuple[int, int]]) -> tuple[float, list[tuple[int, 
     return abs(area) / 2.0, hull
 
 
-def reference_paper(scene: Scene, tokens: list[np.ndarray]) -> tuple[dict[int, np.ndarray], dict[int, int]]:
-    """Chat-Scene's algorithm, the slow way: per frame numpy projection, per (instance, frame) sets."""
-    feats, views = {}, {}
+def visible_pixels(scene: Scene, depths: list[np.ndarray] | None = None) -> list[dict[int, tuple[int, int]]]:
+    """Per frame {point: (row, col)} of the points that pass the border and 25% depth test, per point in
+    float64 (depths: metres, default the frames' own)."""
     visible = []
-    for frame in scene.frames:
-        _, depth = frame.read()
+    for f, frame in enumerate(scene.frames):
+        depth = frame.read()[1] if depths is None else depths[f]
         w2c = np.linalg.inv(frame.pose)
         cam = np.c_[scene.points.astype(np.float64), np.ones(len(scene.points))] @ w2c.T
         x, y, z = cam[:, 0], cam[:, 1], cam[:, 2]
@@ -204,6 +204,13 @@ def reference_paper(scene: Scene, tokens: list[np.ndarray]) -> tuple[dict[int, n
                 if abs(d - z[n]) <= 0.25 * d:
                     seen[n] = (int(v[n]), int(u[n]))
         visible.append(seen)
+    return visible
+
+
+def reference_paper(scene: Scene, tokens: list[np.ndarray]) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Chat-Scene's algorithm, the slow way: per frame numpy projection, per (instance, frame) sets."""
+    feats, views = {}, {}
+    visible = visible_pixels(scene)
     for i, inst in enumerate(scene.instances):
         ids = set(inst.point_ids.tolist())
         acc, total, n_views = None, 0.0, 0
@@ -240,6 +247,67 @@ def test_paper_matches_an_independent_implementation(scene):
         assert result.records[i]["views"] == want_views[i]
     assert set(result.records) == set(range(len(scene.instances)))
     assert set(result.timings) == {"decode", "encode", "map", "fuse"}
+
+
+class GivenTokens(ProcessorFake):
+    """The processor geometry with given (F, 16, 16, D) float32 tokens, handed out in frame order."""
+
+    def __init__(self, tokens: torch.Tensor):
+        super().__init__()
+        self.tokens, self.next, self.dim = tokens, 0, tokens.shape[-1]
+
+    def patch_tokens(self, images):
+        self.next += len(images)
+        return self.tokens[self.next - len(images):self.next]
+
+
+def reference_paper_float32(scene: Scene, depths: list[np.ndarray],
+                            tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    """DESIGN.md section 5 in the reference's float32 torch arithmetic, a loop: per kept view the mean
+    ``tokens[f, r0 // 30 : ceil(r1 / 30), c0 // 40 : ceil(c1 / 40)].flatten(0, 1).mean(0)``; per instance,
+    in frame order, ``feature += (area / total area) * view feature`` on float32 zeros, the float64
+    weight a 0-dim tensor as in the reference."""
+    visible = visible_pixels(scene, depths)
+    feats = {}
+    for i, inst in enumerate(scene.instances):
+        ids = set(inst.point_ids.tolist())
+        views = []
+        for f, seen in enumerate(visible):
+            common = ids & set(seen)
+            if len(common) < 3:
+                continue
+            area, hull = _gift_wrap_area([seen[n] for n in common])
+            if area == 0 or area < (480 // 16) * (640 // 16):
+                continue
+            r0, r1 = min(p[0] for p in hull), max(p[0] for p in hull)
+            c0, c1 = min(p[1] for p in hull), max(p[1] for p in hull)
+            crop = tokens[f, r0 // 30: math.ceil(r1 / 30), c0 // 40: math.ceil(c1 / 40)]
+            views.append((torch.tensor(area, dtype=torch.float64), crop.flatten(0, 1).mean(0)))
+        if views:
+            total = sum(a for a, _ in views)
+            feat = torch.zeros(tokens.shape[-1], dtype=torch.float32)
+            for a, view in views:
+                feat += (a / total) * view
+            feats[i] = feat
+    return feats
+
+
+def test_paper_is_bit_identical_to_the_float32_reference(scene):
+    # depth as ScanNet's PNGs hold it (uint16 mm): featurizer reads float32(mm) / 1000 in float32 (as
+    # the frame reader does), the reference divides in float64 (as the published loop does)
+    mm = [np.round(f.read()[1] * 1000).astype(np.uint16) for f in scene.frames]
+    frames = [Frame(f.index, f.pose, f.intrinsics, f.image_size,
+                    source=MemorySource(f.read()[0], d.astype(np.float32) / 1000.0))
+              for f, d in zip(scene.frames, mm)]
+    png = Scene(scene.scene_id, scene.points, scene.colors, instances=scene.instances, frames=frames)
+    tokens = np.random.default_rng(5).normal(size=(len(frames), 16, 16, 64)).astype(np.float32)
+    tokens = torch.from_numpy(tokens)
+    want = reference_paper_float32(png, [d / 1000 for d in mm], tokens)
+    result = run_2d(png, GivenTokens(tokens), PaperFusion(), frame_batch=3)  # batches split the views
+    assert sorted(result.features) == sorted(want) and len(want) >= len(png.instances) - 4
+    assert max(r["views"] for r in result.records.values()) >= 4
+    for i, f in want.items():
+        assert torch.equal(result.features[i], f), (i, float((result.features[i] - f).abs().max()))
 
 
 def test_paper_area_cut_and_degenerate_hull():

@@ -1,6 +1,7 @@
 """Fusion strategies: per-view region pooling of patch tokens and view weighting (one module each).
 
-- ``paper.PaperFusion``: Chat-Scene's reference, bit for bit (box of the hull, hull-area weights).
+- ``paper.PaperFusion``: Chat-Scene's reference (box of the hull, hull-area weights), bit-identical given the
+  same tokens.
 - ``mean.MeanFusion``: box pooling with the correct patch geometry, equal view weights.
 - ``mask_pool.MaskPool``: tokens weighted by the instance's projected points (the default).
 - ``topk_views.TopKViews``: mask pooling over the k views that see the most points.

@@ -16,6 +16,14 @@ A slice is empty only if ``r0 // cell_h >= ceil(r1 / cell_h)``, i.e. ``r0 == r1`
 zero area and the view was already skipped; so it cannot happen for a kept view. Should it ever
 (a frame taller than ``R * cell_h`` by more than a cell), the view feature is NaN as in the
 reference, and the instance feature with it. Slice ends past the grid are clamped, as Python slicing does.
+
+Arithmetic as the reference's, so that the features are bit-identical to its loop given the same tokens
+on the same device (torch's float32 reductions depend on the op, the shape and the device): each kept
+view's feature is ``tokens[b, r0:r1, c0:c1].flatten(0, 1).mean(0)`` in the tokens' float32, one call per
+view; at the end each instance's views are added in frame order to float32 zeros,
+``acc += float32(area / total area) * view feature`` (torch's type promotion rounds the reference's
+float64 weight to float32 before the product). The areas are half-integers, so their float64 total is
+exact in any order. Memory: one D-vector per kept view.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 import torch
 
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import box_sums, convex_hull, grouped_hull_area2
+from featurizer.geometry import convex_hull, grouped_hull_area2
 
 
 class PaperFusion(Fusion):
@@ -38,7 +46,7 @@ class PaperFusion(Fusion):
 
     def _start(self) -> None:
         n = self.num_instances
-        self.acc: torch.Tensor | None = None
+        self.kept: list[tuple[torch.Tensor, ...]] = []  # per batch: instance, area, feature of the kept views
         self.area_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
         self.views = torch.zeros(n, dtype=torch.int64, device=self.device)
 
@@ -49,26 +57,20 @@ class PaperFusion(Fusion):
         cell_h, cell_w = height // rows, width // cols
         min_area2 = 2 * cell_h * cell_w
         n_groups = self.num_instances * bsz
-        if self.acc is None:
-            self.acc = torch.zeros(self.num_instances, dim, dtype=torch.float64, device=self.device)
         cand = (counts >= self.min_points).reshape(-1)
         group = batch.inst * bsz + batch.b
         # hulls of every (instance, frame) pixel set (fewer than 3 pixels: area 0, not kept)
         area2, box = grouped_hull_area2(group, batch.v, batch.u, n_groups, backend=self.backend)
         kept = cand & (area2 >= min_area2)
-        gk = torch.nonzero(kept).flatten()
+        gk = torch.nonzero(kept).flatten()  # by instance, then frame
         r0, r1, c0, c1 = box[gk].unbind(1)
-        rs = torch.clamp(r0 // cell_h, max=rows)
-        re = torch.clamp(-((-r1) // cell_h), max=rows)  # ceil(r1 / cell_h), sliced like Python
-        cs = torch.clamp(c0 // cell_w, max=cols)
-        ce = torch.clamp(-((-c1) // cell_w), max=cols)
-        re, ce = torch.maximum(re, rs), torch.maximum(ce, cs)
-        sums = box_sums(tokens, gk % bsz, rs, re, cs, ce)
-        count = ((re - rs) * (ce - cs)).to(torch.float64)
-        feat = sums / count[:, None]  # 0 / 0 = NaN for an empty slice, like the reference's mean
+        # the reference's slices (ends past the grid clamped by Python slicing); an empty one's mean is NaN
+        spans = torch.stack([gk % bsz, r0 // cell_h, -((-r1) // cell_h), c0 // cell_w, -((-c1) // cell_w)], 1)
+        feat = [tokens[b, rs:re, cs:ce].flatten(0, 1).mean(0) for b, rs, re, cs, ce in spans.tolist()]
+        feat = torch.stack(feat) if feat else tokens.new_zeros(0, dim)
         area = area2[gk].to(torch.float64) / 2.0
         inst = gk // bsz
-        self.acc.index_add_(0, inst, area[:, None] * feat)
+        self.kept.append((inst, area, feat))
         self.area_sum.index_add_(0, inst, area)
         self.views.index_add_(0, inst, torch.ones_like(inst))
         if self.trace:
@@ -93,6 +95,16 @@ class PaperFusion(Fusion):
 
     def _finish(self, read_frames=None):
         has = self.area_sum > 0
-        feats = self.averaged(self.acc, self.area_sum)
         reasons = {i: "no view passed the area cut" for i in range(self.num_instances)}
+        if not self.kept:
+            return torch.zeros(self.num_instances, 0), has, self.views, reasons
+        inst, area, feat = (torch.cat(x) for x in zip(*self.kept))
+        order = torch.argsort(inst, stable=True)  # each instance's views in frame order
+        inst, area, feat = inst[order], area[order], feat[order]
+        weighted = (area / self.area_sum[inst]).to(feat.dtype)[:, None] * feat
+        rank = torch.arange(len(inst), device=inst.device) - (torch.cumsum(self.views, 0) - self.views)[inst]
+        feats = torch.zeros(self.num_instances, feat.shape[1], dtype=feat.dtype, device=feat.device)
+        for k in range(int(self.views.max())):  # round k adds every instance's k-th view
+            sel = rank == k
+            feats[inst[sel]] += weighted[sel]
         return feats, has, self.views, reasons
