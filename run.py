@@ -32,6 +32,20 @@ def _choices() -> dict:
     return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
 
 
+def _annotation_job(cfg: DictConfig):
+    """The task annotations this run builds (conf/annotations/), or None."""
+    from featurizer.annotations import AnnotationJob
+
+    node = cfg.get("annotations")
+    if node is None or not node.get("tasks"):
+        return None
+    builders = {name: instantiate(b) for name, b in node.builders.items()}
+    named = any(o.split("=", 1)[0].lstrip("+~") == "annotations.root" for o in HydraConfig.get().overrides.task)
+    return AnnotationJob(builders, list(node.tasks), node.root, prompts=node.prompts, seed=node.seed,
+                         train_iou_thres=node.train_iou_thres, max_obj_num=node.max_obj_num,
+                         on_bad_input=node.on_bad_input, required=named)
+
+
 def featurize(cfg: DictConfig):
     """One featurizer run; returns its :class:`featurizer.writer.RunResult` (summary, records, features),
     or None in the processes of a multi-process run that are not rank 0 (only rank 0 merges and reports)."""
@@ -42,7 +56,9 @@ def featurize(cfg: DictConfig):
     from featurizer.geometry import check_backend
     from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
     from featurizer.probe import probe
+    from featurizer.segmenter.gt import GroundTruth
     from featurizer.store import StageStore, config_hash, stage_hashes
+    from featurizer.annotations.pictures import write_miss_pictures
     from featurizer.summary import format_summary, write_pictures
     from featurizer.validate import check_policy, validate_scenes
     from featurizer.writer import OutputNames, ShardWriter, merge, write_summary
@@ -57,43 +73,80 @@ def featurize(cfg: DictConfig):
     check_backend(cfg.geometry_backend, option="geometry_backend")
     check_policy(cfg.on_bad_scene)
     reader = instantiate(cfg.dataset)
+    reader.prepare()  # one-time work (the synthetic dataset is generated here)
     if not reader.scene_ids:
         raise ConfigError("dataset.scenes", "the list of scenes is empty: name at least one scene, or leave "
-                                            "dataset.scenes unset to read the split file")
+                                            "dataset.scenes unset to read the split files")
     segmenter = instantiate(cfg.segmenter)
     bad_scenes = validate_scenes(reader, segmenter, cfg.on_bad_scene)  # every scene, before any shard
     reader.scene_ids = [s for s in reader.scene_ids if s not in bad_scenes]  # on_bad_scene=skip
+    scene_splits = {s: reader.split_of(s) for s in reader.scene_ids}
+    annotations = _annotation_job(cfg)
+    if annotations is not None:
+        annotations.check(scene_splits, {s: reader.gt_object_count(s) for s in reader.scene_ids})
     encoder3d = instantiate(cfg.encoder3d)
     encoder2d = _optional(cfg.encoder2d)
     fusion = _optional(cfg.fusion) if encoder2d is not None else None
 
+    # The instance sets: the segmenter's, and ground truth's too when gt_features asks (Chat-Scene's
+    # GT-box tasks read scannet_gt_*_feats.pt); each has its own stage shards and feature files.
+    instance_sets = [segmenter]
+    if cfg.gt_features and not segmenter.is_ground_truth:
+        instance_sets.append(GroundTruth(max_instances=segmenter.max_instances))
     sections = {k: OmegaConf.to_container(cfg[k], resolve=True)
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
-    store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None),
-                       inputs=SceneInputs(reader, segmenter))
-    names = OutputNames(reader.name, segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
+    stores = []
+    for seg in instance_sets:
+        seg_sections = sections if seg is segmenter else {  # as `segmenter=gt`'s: the shards are shared
+            **sections, "segmenter": {"_target_": "featurizer.segmenter.gt.GroundTruth",
+                                      "max_instances": seg.max_instances}}
+        stores.append(StageStore(cfg.paths.cache_dir, stage_hashes(seg_sections, with_2d=encoder2d is not None),
+                                 inputs=SceneInputs(reader, seg)))
     token_cache = (Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"])
                    if cfg.cache_tokens and encoder2d is not None else None)
     # what a killed run left in this run's folders (temporary files of processes that are gone)
-    remove_stale(output_dir, output_dir / "pcd_all", *(store.folder(s) for s in store.stages),
+    remove_stale(output_dir, output_dir / "pcd_all", *(st.folder(s) for st in stores for s in st.stages),
                  *([token_cache] if token_cache else []))
     module = FeaturizerModule(encoder3d, encoder2d, fusion, frame_workers=cfg.frame_workers,
                               frame_batch=cfg.frame_batch,
                               token_cache_dir=str(token_cache) if token_cache else None,
                               geometry_backend=cfg.geometry_backend)
-    trainer = instantiate(cfg.trainer, callbacks=[ShardWriter(store)])
-    trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, segmenter, store), cfg.scene_workers),
-                    return_predictions=False)
+    writer = ShardWriter(stores[0])
+    trainer = instantiate(cfg.trainer, callbacks=[writer])
+    for seg, store in zip(instance_sets, stores):
+        writer.store = store
+        trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, seg, store), cfg.scene_workers),
+                        return_predictions=False)
     if not trainer.is_global_zero:
         return None
 
-    # Rank 0 only, once: merge, probe, pictures; the result stays in memory for the logger.
-    result = merge(store, output_dir, reader.scene_ids, names, {"choices": _choices(), "bad_scenes": bad_scenes},
-                   started_at=started)
+    # Rank 0 only, once: merge, probe, annotations, pictures; the result stays in memory for the logger.
+    results = []
+    for seg, store in zip(instance_sets, stores):
+        names = OutputNames(reader.name, seg.name, encoder3d.name, seg.is_ground_truth)
+        info = {"choices": _choices(), "bad_scenes": bad_scenes} if seg is segmenter else {}
+        results.append(merge(store, output_dir, reader.scene_ids, scene_splits, names, info, started_at=started,
+                             primary=seg is segmenter))
+    result = results[0]
     summary = result.summary
-    summary["metrics"] = probe(result.feats3d, result.feats2d, result.attributes, result.gt_attributes,
+    if len(results) > 1:  # the extra GT instance set: its counts and files, its times in the run's
+        gt_summary = results[1].summary
+        for name, seconds in gt_summary.pop("timings").items():
+            if name != "started_at":
+                summary["timings"][name] = summary["timings"].get(name, 0.0) + seconds
+        summary["gt_features"] = {k: gt_summary[k] for k in ("instances", "keys_3d", "keys_2d", "missing_3d",
+                                                             "missing_2d", "computed_scenes", "files")}
+    gt_for_probe = result.attributes if segmenter.is_ground_truth else result.gt_attributes
+    summary["metrics"] = probe(result.feats3d, result.feats2d, result.attributes, gt_for_probe,
                                instances=summary["instances"], source=output_dir)
     atomic_write_json(summary["metrics"], output_dir / "metrics.json")
+    if annotations is not None:
+        summary["annotations"] = {"root": str(annotations.root) if annotations.root else None,
+                                  "note": annotations.note, "skipped_records": annotations.problems}
+        summary["grounding"] = annotations.build(result.attributes, result.gt_attributes, scene_splits,
+                                                 output_dir, segmenter.name)
+        summary["pictures_misses"] = write_miss_pictures(output_dir, annotations, result, reader,
+                                                         cfg.pictures_misses)
     if encoder2d is not None and cfg.pictures:
         summary["pictures"] = write_pictures(output_dir, result.records, reader, segmenter, encoder2d, fusion,
                                              cfg.pictures)

@@ -40,7 +40,8 @@ def flatten_summary(summary: dict, metrics: dict | None = None) -> dict[str, Any
     ``status``, ``scenes``, ``instances``, ``keys_3d``, ``keys_2d``, ``timings/<stage>``,
     ``missing_3d/<reason>`` (and ``missing_3d/total``), ``missing_2d/...``,
     ``views_per_instance/<stat>``, ``feature_stats/<modality>/<stat>`` (when ``summary`` has
-    ``feature_stats``), ``choices/<group>`` and ``probe/<metric>`` for each numeric metric.
+    ``feature_stats``), ``choices/<group>``, ``probe/<metric>`` for each numeric metric and
+    ``grounding/<task>/<split>/<stat>`` (records in and out, the upper bound ``iou25``/``iou50``).
     None and non-finite values are left out.
     """
     flat: dict[str, Any] = {}
@@ -75,6 +76,10 @@ def flatten_summary(summary: dict, metrics: dict | None = None) -> dict[str, Any
     for name, value in (metrics or {}).items():
         if _number(value):
             flat[f"probe/{name}"] = value
+    for stats in summary.get("grounding") or []:  # the annotations' grounding upper bound per task and split
+        for name in ("records_in", "records_out", "dropped_thres", "refs", "iou25", "iou50"):
+            if _number(stats.get(name)):
+                flat[f"grounding/{stats['task']}/{stats['split']}/{name}"] = stats[name]
     return flat
 
 

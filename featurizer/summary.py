@@ -43,12 +43,22 @@ def format_summary(summary: dict, output_dir: Path) -> str:
                  + f"; total {t.get('total', 0.0):.1f}s")
     if t.get("cached_token_frames"):
         lines.append(f"token cache    patch tokens of {t['cached_token_frames']:.0f} frames reused (cache_tokens)")
-    files = summary.get("files", {})
+    gt_set = summary.get("gt_features")
+    if gt_set:
+        lines.append(f"GT instances   {gt_set['instances']}: 3D features {gt_set['keys_3d']}"
+                     + (f", 2D features {gt_set['keys_2d']}" if gt_set.get("keys_2d") is not None else "")
+                     + " (gt_features)")
+    if summary.get("bad_scenes"):
+        lines.append(f"bad scenes     {len(summary['bad_scenes'])} skipped (on_bad_scene=skip; reasons in summary.json)")
     lines.append(f"output         {output_dir}")
-    for role in ("feats3d", "feats2d", "attributes", "gt_attributes"):
-        if files.get(role):
-            lines.append(f"  {role:<14}{files[role]}")
-    lines.append(f"  {'records':<14}records.json (why each missing key is missing)")
+    for role, name in _file_names(summary):
+        lines.append(f"  {role:<14}{name}")
+    if summary.get("annotations", {}).get("note"):
+        lines.append(f"annotations    {summary['annotations']['note']}")
+    if summary.get("grounding"):
+        lines.extend(format_grounding(summary["grounding"]))
+    for pic in summary.get("pictures_misses", []):
+        lines.append(f"  {'miss':<14}{pic}")
     if summary.get("metrics"):
         m = summary["metrics"]
         shown = [f"{k} {m[k]:.3f}" for k in ("knn_3d", "knn_2d", "knn_concat") if m.get(k) is not None]
@@ -60,6 +70,32 @@ def format_summary(summary: dict, output_dir: Path) -> str:
     if notes:
         lines.append(f"data notes     {sum(len(n) for n in notes.values())} in {len(notes)} scene(s) (summary.json)")
     return "\n".join(lines) + "\n"
+
+
+def _file_names(summary: dict) -> list[tuple[str, str]]:
+    """(role, file) of every file a run wrote, for the summary's list."""
+    out = []
+    for part in (summary, summary.get("gt_features") or {}):
+        for role, name in (part.get("files") or {}).items():
+            if isinstance(name, dict):
+                out.extend((f"{role}", f"{n}") for n in dict.fromkeys(name.values()))
+            elif name and role != "pcd_all":
+                out.append((role, name))
+    if (summary.get("files") or {}).get("pcd_all"):
+        out.append(("pcd_all", "pcd_all/<scene>.pth"))
+    return list(dict.fromkeys(out))
+
+
+def format_grounding(stats: list[dict]) -> list[str]:
+    """The grounding upper bound per task and split: records in, kept, dropped by the train threshold,
+    and the share of referred GT objects whose best predicted instance reaches IoU 0.25 / 0.5."""
+    lines = ["annotations    task / split: records in -> kept (dropped by the train IoU threshold); "
+             "upper bound @0.25 / @0.5"]
+    for s in stats:
+        bound = "" if s.get("iou25") is None else f"; {s['iou25']:.3f} / {s['iou50']:.3f} of {s['refs']} refs"
+        lines.append(f"  {s['task'] + ' / ' + s['split']:<24}{s['records_in']} -> {s['records_out']} "
+                     f"({s['dropped_thres']} dropped){bound}   {s['file']}")
+    return lines
 
 
 def write_pictures(output_dir: Path, records: dict, reader, segmenter, encoder2d, fusion, count: int) -> list[str]:

@@ -109,6 +109,10 @@ def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
     row["time_s"] = timings.get("total")
     row["scenes"] = (summary or {}).get("scenes")
     row["instances"] = (summary or {}).get("instances")
+    row["grounding"] = {f"{g['task']}_{g['split']}_iou{t}": g[f"iou{t}"]  # the grounding upper bound
+                        for g in (summary or {}).get("grounding") or [] if g.get("iou25") is not None
+                        for t in ("25", "50")}
+    row.update(row["grounding"])
     return row
 
 
@@ -139,7 +143,8 @@ def _table_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
     varying = [k for k in all_keys if len({row["choices"].get(k) for row in rows}) > 1]
     if not varying:  # nothing varies (one job): show what was overridden
         varying = [k for k in all_keys if any(k in row["override_keys"] for row in rows)]
-    values = list(METRIC_NAMES) + ["chance", "coverage_3d", "coverage_2d", "time_s"]
+    grounding = list(dict.fromkeys(k for row in rows for k in row.get("grounding", {})))
+    values = list(METRIC_NAMES) + ["chance", "coverage_3d", "coverage_2d"] + grounding + ["time_s"]
     return varying, values
 
 
@@ -168,7 +173,7 @@ def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) ->
     header = ["job", "status", *varying, *values, "error"]
     table_rows = [
         [row["job"], row["status"], *(row["choices"].get(k, "") for k in varying),
-         *(row[v] for v in values), row["error"] or ""]
+         *(row.get(v) for v in values), row["error"] or ""]
         for row in rows
     ]
 
