@@ -59,7 +59,7 @@ def featurize(cfg: DictConfig):
     from featurizer.segmenter.gt import GroundTruth
     from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.annotations.pictures import write_miss_pictures
-    from featurizer.summary import format_summary, write_pictures
+    from featurizer.console import format_summary, write_pictures
     from featurizer.validate import check_policy, validate_scenes
     from featurizer.writer import OutputNames, ShardWriter, merge, write_summary
 

@@ -1,7 +1,7 @@
 """Tables and plots of a sweep: one row per job, with the choices that vary and the probe's numbers.
 
-:func:`summarize_sweep` turns a Hydra multirun folder into ``summary.md``, ``summary.csv`` and
-``summary.png`` (one row per job, failed jobs included), and :class:`SweepSummary` runs it as a
+:func:`tabulate_sweep` turns a Hydra multirun folder into ``sweep.md``, ``sweep.csv`` and
+``sweep.png`` (one row per job, failed jobs included), and :class:`SweepTable` runs it as a
 Hydra callback at the end of a multirun.
 """
 
@@ -148,14 +148,14 @@ def _table_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
     return varying, values
 
 
-def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) -> tuple[Path, Path, Path]:
-    """Summarise a Hydra multirun folder: one row per job, failed jobs included.
+def tabulate_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) -> tuple[Path, Path, Path]:
+    """Tabulate a Hydra multirun folder: one row per job, failed jobs included.
 
     A job is a folder under ``sweep_dir`` holding ``.hydra/``. Columns: job, status, the choices
     that vary across the sweep (``.hydra/hydra.yaml`` runtime choices, ``summary.json`` choices
     and ``.hydra/overrides.yaml``), the probe accuracies and chance (``metrics.json``; computed
     with :func:`probe_run` when missing and ``probe_missing``), coverage, total time, error.
-    Writes ``summary.md``, ``summary.csv`` and ``summary.png`` (bar chart of the probe
+    Writes ``sweep.md``, ``sweep.csv`` and ``sweep.png`` (bar chart of the probe
     accuracies per job, grouped 3D/2D/concat) into ``sweep_dir``, prints the Markdown table when
     ``echo``, and returns the three paths.
     """
@@ -190,7 +190,7 @@ def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) ->
         shown = [_md_cell(_fmt(c), limit=120 if i == len(cells) - 1 else None) for i, c in enumerate(cells)]
         shown[1] = "**failed**" if cells[1] != "ok" else "ok"
         table_md.append("| " + " | ".join(shown) + " |")
-    md_path = sweep_dir / "summary.md"
+    md_path = sweep_dir / "sweep.md"
     atomic_write_text("\n".join(md_lines + table_md) + "\n", md_path)
 
     buf = io.StringIO()
@@ -198,10 +198,10 @@ def summarize_sweep(sweep_dir, probe_missing: bool = True, echo: bool = True) ->
     writer.writerow(header)
     for cells in table_rows:
         writer.writerow(["" if c is None else (repr(c) if isinstance(c, float) else c) for c in cells])
-    csv_path = sweep_dir / "summary.csv"
+    csv_path = sweep_dir / "sweep.csv"
     atomic_write_text(buf.getvalue(), csv_path)
 
-    png_path = sweep_dir / "summary.png"
+    png_path = sweep_dir / "sweep.png"
     _plot_sweep(rows, varying, png_path, title=f"probe accuracy: {sweep_dir.name}")
     if echo:
         print("\n".join(table_md))
@@ -254,15 +254,15 @@ def _plot_sweep(rows: list[dict], varying: list[str], path: Path, title: str) ->
         fig.savefig(tmp, format="png")
 
 
-class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, :func:`summarize_sweep` on ``hydra.sweep.dir``.
+class SweepTable(Callback):
+    """Hydra callback: at the end of a multirun, :func:`tabulate_sweep` on ``hydra.sweep.dir``.
 
     Register under ``hydra.callbacks`` in ``conf/config.yaml``::
 
         hydra:
           callbacks:
-            sweep_summary:
-              _target_: featurizer.sweep.SweepSummary
+            sweep_table:
+              _target_: featurizer.sweep.SweepTable
 
     A failure to summarise is logged, never raised: the jobs' own results are already on disk.
     """
@@ -273,7 +273,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            paths = summarize_sweep(sweep_dir, probe_missing=self.probe_missing, echo=True)
+            paths = tabulate_sweep(sweep_dir, probe_missing=self.probe_missing, echo=True)
         except Exception:
             log.exception("sweep summary of %s failed", sweep_dir)
             return

@@ -1,6 +1,6 @@
 """Sweeps end to end: real Hydra multiruns of `run.py` in a subprocess (wandb offline into a temporary
 folder) write one folder per job, share the cached 3D stage, record a failing job and go on, and end
-with summary.md/.csv/.png whose numbers are the jobs' metrics.json values; ablation grids run
+with sweep.md/.csv/.png whose numbers are the jobs' metrics.json values; ablation grids run
 without `-m`."""
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ def _json(path: Path) -> dict:
 
 
 def _csv_rows(sweep: Path) -> list[dict]:
-    with open(sweep / "summary.csv", newline="") as f:
+    with open(sweep / "sweep.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def _cell(value) -> str:
-    """What summary.csv holds for a metrics.json value."""
+    """What sweep.csv holds for a metrics.json value."""
     return "" if value is None else repr(float(value))
 
 
@@ -86,12 +86,12 @@ def test_fusion_sweep_writes_jobs_and_a_summary_of_their_metrics(fusion_sweep):
         assert logged["summary"]["probe/knn_2d"] == _json(job / "metrics.json")["knn_2d"]
     assert not (root / "wandb").exists(), "wandb wrote outside the job folders"
 
-    # summary written by the SweepSummary callback at the end of the multirun (not by hand)
+    # summary written by the SweepTable callback at the end of the multirun (not by hand)
     rows = _csv_rows(sweep)
     assert [r["fusion"] for r in rows] == FUSIONS
     for row, job in zip(rows, jobs):
         _assert_row_is_the_job(row, job)
-    md = (sweep / "summary.md").read_text().splitlines()
+    md = (sweep / "sweep.md").read_text().splitlines()
     table = [line for line in md if line.startswith("| ")]
     assert table[0].startswith("| job | status | fusion | knn_3d |") and len(table) == 1 + 3
     for line, job, fusion in zip(table[1:], jobs, FUSIONS):
@@ -102,7 +102,7 @@ def test_fusion_sweep_writes_jobs_and_a_summary_of_their_metrics(fusion_sweep):
 
     from PIL import Image
 
-    png = sweep / "summary.png"
+    png = sweep / "sweep.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as im:
         im.verify()
@@ -162,11 +162,11 @@ def test_a_failing_job_is_reported_and_the_sweep_goes_on(fusion_sweep, data_dir)
     assert rows[0]["error"] == failed["error"]
     assert all(rows[0][name] == "" for name in METRICS + ["time_s"])
     _assert_row_is_the_job(rows[1], ok_job)
-    md = (sweep / "summary.md").read_text()
+    md = (sweep / "sweep.md").read_text()
     assert "2 jobs, 1 ok, 1 failed" in md
     failed_line = next(line for line in md.splitlines() if line.startswith(f"| {failed_job.name} |"))
     assert "| **failed** |" in failed_line and "instance .npz folder not found" in failed_line
-    assert (sweep / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_ablation_grid_runs_without_dash_m(fusion_sweep, data_dir):
@@ -197,7 +197,7 @@ def test_ablation_grid_runs_without_dash_m(fusion_sweep, data_dir):
     assert [(r["fusion"], r["encoder2d"]) for r in rows] == expected
     for row, job in zip(rows, jobs):
         _assert_row_is_the_job(row, job)
-    assert (sweep / "summary.png").is_file() and "Launching 6 jobs" in proc.stdout + proc.stderr
+    assert (sweep / "sweep.png").is_file() and "Launching 6 jobs" in proc.stdout + proc.stderr
 
     # the cached stages are shared across sweeps: 3D from the first sweep everywhere, and the 2D stage
     # of (fusion=mean, encoder2d=tiny), the first sweep's `mean` job, reused with identical features

@@ -1,4 +1,4 @@
-"""The end-of-run summary printed to the terminal, and the run's pictures."""
+"""What a run prints when it ends (its summary, the grounding upper bound), and the run's pictures of 2D views."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from featurizer.sweep import SweepSummary, summarize_sweep
+from featurizer.sweep import SweepTable, tabulate_sweep
 from test_probe import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +52,10 @@ def build_sweep(sweep: Path) -> None:
     # this sweep's count by living in another sweep (see test below)
 
 
-def test_summarize_sweep_tables_and_plot(tmp_path, capsys):
+def test_tabulate_sweep_tables_and_plot(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     build_sweep(sweep)
-    md_path, csv_path, png_path = summarize_sweep(sweep)
+    md_path, csv_path, png_path = tabulate_sweep(sweep)
     assert [md_path, csv_path, png_path] == [sweep / f"summary.{ext}" for ext in ("md", "csv", "png")]
 
     md = md_path.read_text()
@@ -90,14 +90,14 @@ def test_summarize_sweep_tables_and_plot(tmp_path, capsys):
         assert len(set(im.convert("RGB").getdata())) > 20  # bars, not a blank canvas
 
 
-def test_summarize_sweep_probes_jobs_without_metrics_and_flags_crashed_ones(tmp_path):
+def test_tabulate_sweep_probes_jobs_without_metrics_and_flags_crashed_ones(tmp_path):
     sweep = tmp_path / "sweep"
     build_run(sweep / "0")
     (sweep / "0" / ".hydra").mkdir()
     (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- fusion=mean\n")
     (sweep / "1" / ".hydra").mkdir(parents=True)  # crashed before summary.json
     (sweep / "1" / ".hydra" / "overrides.yaml").write_text("- fusion=paper\n")
-    _, csv_path, _ = summarize_sweep(sweep, echo=False)
+    _, csv_path, _ = tabulate_sweep(sweep, echo=False)
     records = list(csv.DictReader(open(csv_path, newline="")))
     rows = [(r["job"], r["status"], r["fusion"]) for r in records]
     assert rows == [("0", "ok", "mean"), ("1", "failed", "paper")]
@@ -106,22 +106,22 @@ def test_summarize_sweep_probes_jobs_without_metrics_and_flags_crashed_ones(tmp_
     assert "no summary.json" in records[1]["error"]
 
 
-def test_sweep_summary_callback_and_script(tmp_path, capsys):
+def test_sweep_table_callback_and_script(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     build_sweep(sweep)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
-    SweepSummary().on_multirun_end(config=config)
-    assert (sweep / "summary.png").is_file()
-    first = (sweep / "summary.csv").read_text()
+    SweepTable().on_multirun_end(config=config)
+    assert (sweep / "sweep.png").is_file()
+    first = (sweep / "sweep.csv").read_text()
 
-    path = ROOT / "scripts" / "summarize_sweep.py"
-    spec = importlib.util.spec_from_file_location("summarize_sweep_script", path)
+    path = ROOT / "scripts" / "tabulate_sweep.py"
+    spec = importlib.util.spec_from_file_location("tabulate_sweep_script", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     capsys.readouterr()
     assert script.main([str(sweep)]) == 0
     out = capsys.readouterr().out
     assert out.count("| ok |") == 3 and out.count("**failed**") == 1
-    assert (sweep / "summary.csv").read_text() == first  # deterministic
+    assert (sweep / "sweep.csv").read_text() == first  # deterministic
     assert script.main([str(tmp_path / "nowhere")]) == 2
     assert "sweep folder not found" in capsys.readouterr().err

@@ -1,7 +1,7 @@
-"""Summarise a Hydra multirun folder: summary.md, summary.csv, summary.png; prints the table.
+"""Tabulate a Hydra multirun folder: sweep.md, sweep.csv, sweep.png (one row per job); prints the table.
 
-    python scripts/summarize_sweep.py outputs/multiruns/<sweep>/<time>
-    python scripts/summarize_sweep.py <sweep dir> --no-probe   # only read existing metrics.json
+    python scripts/tabulate_sweep.py outputs/multiruns/<sweep>/<time>
+    python scripts/tabulate_sweep.py <sweep dir> --no-probe   # only read existing metrics.json
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featurizer.errors import FeaturizerError  # noqa: E402
-from featurizer.sweep import summarize_sweep  # noqa: E402
+from featurizer.sweep import tabulate_sweep  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        paths = summarize_sweep(args.sweep_dir, probe_missing=not args.no_probe, echo=True)
+        paths = tabulate_sweep(args.sweep_dir, probe_missing=not args.no_probe, echo=True)
     except FeaturizerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
