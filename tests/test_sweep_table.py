@@ -56,7 +56,7 @@ def test_tabulate_sweep_tables_and_plot(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     build_sweep(sweep)
     md_path, csv_path, png_path = tabulate_sweep(sweep)
-    assert [md_path, csv_path, png_path] == [sweep / f"summary.{ext}" for ext in ("md", "csv", "png")]
+    assert [md_path, csv_path, png_path] == [sweep / f"sweep.{ext}" for ext in ("md", "csv", "png")]
 
     md = md_path.read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| job")]
