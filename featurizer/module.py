@@ -115,7 +115,6 @@ def stage3d(scene: Scene, gt: list | None, encoder3d, read_s: float = 0.0) -> di
         "feats": feats,
         "records": records,
         "notes": list(scene.notes),
-        "num_frames": len(scene.frames),
         "timings": {"read": read_s, "prepare_3d": t1 - t0, "encode_3d": t2 - t1},
     }
 
@@ -171,5 +170,4 @@ class FeaturizerModule(L.LightningModule):
         from featurizer.dataset.frames import describe_skipped
 
         note = describe_skipped(result.skipped_frames)
-        return {"feats": feats, "records": records, "timings": timings, "notes": [note] if note else [],
-                "skipped_frames": {int(k): v for k, v in result.skipped_frames.items()}}
+        return {"feats": feats, "records": records, "timings": timings, "notes": [note] if note else []}
