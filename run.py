@@ -57,6 +57,7 @@ def featurize(cfg: DictConfig):
     from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
     from featurizer.probe import probe
     from featurizer.segmenter.gt import GroundTruth
+    from featurizer.shards import share_of
     from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.annotations.pictures import write_miss_pictures
     from featurizer.console import format_summary, write_pictures
@@ -78,6 +79,9 @@ def featurize(cfg: DictConfig):
         raise ConfigError("dataset.scenes", "the list of scenes is empty: name at least one scene, or leave "
                                             "dataset.scenes unset to read the split files")
     segmenter = instantiate(cfg.segmenter)
+    sharded = cfg.num_shards > 1 and not cfg.merge_only
+    if sharded:  # this job's share of the scenes (README "Scaling out"); the merge runs once, later
+        reader.scene_ids = share_of({s: reader.scene_cost(s) for s in reader.scene_ids}, cfg.shard, cfg.num_shards)
     bad_scenes = validate_scenes(reader, segmenter, cfg.on_bad_scene)  # every scene, before any shard
     reader.scene_ids = [s for s in reader.scene_ids if s not in bad_scenes]  # on_bad_scene=skip
     scene_splits = {s: reader.split_of(s) for s in reader.scene_ids}
@@ -114,10 +118,20 @@ def featurize(cfg: DictConfig):
     writer = ShardWriter(stores[0])
     trainer = instantiate(cfg.trainer, callbacks=[writer])
     for seg, store in zip(instance_sets, stores):
+        if cfg.merge_only:  # every share was computed by other jobs: only check that it is all there
+            break
         writer.store = store
         trainer.predict(module, dataloaders=scene_loader(SceneDataset(reader, seg, store), cfg.scene_workers),
                         return_predictions=False)
     if not trainer.is_global_zero:
+        return None
+    if sharded:
+        summary = {"status": "ok", "error": None, "choices": _choices(), "shard": cfg.shard,
+                   "num_shards": cfg.num_shards, "scenes": len(reader.scene_ids), "bad_scenes": bad_scenes,
+                   "share": reader.scene_ids}
+        write_summary({**summary, "timings": {"total": time.time() - started}}, output_dir)
+        print(f"featurizer: share {cfg.shard} of {cfg.num_shards} done: {len(reader.scene_ids)} scene(s) in "
+              f"{cfg.paths.cache_dir}; merged when every share is done (the sweep's end, or merge_only=true)")
         return None
 
     # Rank 0 only, once: merge, probe, annotations, pictures; the result stays in memory for the logger.

@@ -12,6 +12,8 @@ import io
 import logging
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +280,49 @@ class SweepTable(Callback):
             log.exception("sweep summary of %s failed", sweep_dir)
             return
         log.info("sweep summary: %s", ", ".join(str(p) for p in paths))
+
+
+def shard_groups(sweep_dir: Path) -> dict[tuple[str, ...], list[Path]]:
+    """The sweep's sharded jobs grouped by their other overrides: ``{overrides without shard: [jobs]}``.
+
+    A sweep over shards and another axis (``shard=0,1 fusion=mean,paper``) gives one group per value
+    of the other axis; jobs without ``num_shards`` > 1 are left out."""
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for job in _job_dirs(sweep_dir):
+        overrides = [str(o) for o in (_read_yaml(job / ".hydra" / "overrides.yaml") or [])]
+        num = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == "num_shards"]
+        if not num or not num[-1].isdigit() or int(num[-1]) < 2:
+            continue
+        key = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("shard", "merge_only"))
+        groups.setdefault(key, []).append(job)
+    return groups
+
+
+def merge_command(overrides: tuple[str, ...], run_dir: Path, script: Path | None = None) -> list[str]:
+    """The command that merges the shares of one group (also what a user runs by hand after a rerun)."""
+    script = Path(script or sys.argv[0]).resolve()
+    return [sys.executable, str(script), *overrides, "merge_only=true", f"hydra.run.dir='{run_dir}'"]
+
+
+class ShardMerge(Callback):
+    """Hydra callback: when a multirun of sharded jobs (``shard=range(N) num_shards=N``) ends, merge each
+    group's shares once, into ``<sweep dir>/merged/<other overrides>/`` (a run folder with the
+    Chat-Scene files, summary, probe and annotations), by running ``run.py <overrides> merge_only=true``.
+
+    A merge that fails (a share missing: a job failed or was preempted) is logged with the command to
+    rerun after the missing share is done; it never hides the jobs' own results.
+    """
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for overrides, jobs in shard_groups(sweep_dir).items():
+            other = [o for o in overrides if o.split("=", 1)[0] != "num_shards"]
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(o.replace("=", "-") for o in other)) or "all"
+            cmd = merge_command(overrides, sweep_dir / "merged" / name)
+            log.info("merging %d shares: %s", len(jobs), " ".join(cmd))
+            proc = subprocess.run(cmd, cwd=str(config.hydra.runtime.cwd), text=True, capture_output=True)
+            sys.stdout.write(proc.stdout)
+            if proc.returncode != 0:
+                log.error("merge of %s failed (%s); after rerunning the missing shares, merge by hand:\n  %s",
+                          name, proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode,
+                          " ".join(cmd))
