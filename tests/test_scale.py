@@ -1,0 +1,120 @@
+"""Scale-out: cost-balanced shares, a submitit_local job array merged once at the sweep's end, a killed
+job rerun, and the same merge by hand; the merged files equal a single-process run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_featurizer
+from featurizer.shards import balanced_shares, share_of
+
+SMALL = ["dataset.num_scenes=3", "dataset.frames_per_scene=6", "logger=none", "pictures=0", "pictures_misses=0"]
+
+
+def test_shares_are_disjoint_cover_every_scene_and_are_balanced():
+    costs = {f"scene{i:04d}_00": float(c) for i, c in enumerate([50, 10, 40, 30, 30, 20, 5, 5, 60, 1])}
+    for n in (1, 2, 3, 4, 11):
+        shares = balanced_shares(costs, n)
+        flat = [s for share in shares for s in share]
+        assert sorted(flat) == sorted(costs) and len(flat) == len(set(flat)) and len(shares) == n
+        loads = [sum(costs[s] for s in share) for share in shares]
+        assert max(loads) - min(loads) <= max(costs.values())
+        for share in shares:  # each share keeps the scene list's order
+            assert share == sorted(share, key=list(costs).index)
+    assert balanced_shares(costs, 2) == balanced_shares(dict(costs), 2)  # every job computes the same
+    assert [sum(costs[s] for s in share) for share in balanced_shares(costs, 2)] == [126.0, 125.0]
+    assert share_of(costs, 1, 2) == balanced_shares(costs, 2)[1]
+    with pytest.raises(Exception, match="shard"):
+        share_of(costs, 2, 2)
+
+
+def _tensors(run_dir: Path) -> dict:
+    files = {p.relative_to(run_dir).as_posix(): torch.load(p, weights_only=True)
+             for p in sorted(run_dir.rglob("*.pt*")) if ".hydra" not in p.parts}
+    assert files, run_dir
+    return files
+
+
+def _same(a, b, where=""):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    _same(_tensors(a), _tensors(b))
+    assert json.loads((a / "records.json").read_text()) == json.loads((b / "records.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("single")
+    run_featurizer(*SMALL, f"paths.data_dir={data_dir}", f"hydra.run.dir={root / 'run'}", root=root)
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_submitit_local_array_merges_once_and_equals_one_process(single, data_dir, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = [*SMALL, f"paths.data_dir={data_dir}", "hydra/launcher=local", "shard=0,1", "num_shards=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    run_featurizer(*args, root=tmp_path, multirun=True)
+    merged = sorted((tmp_path / "sweep" / "merged").iterdir())
+    assert len(merged) == 1, merged
+    _assert_same_run(single, merged[0])
+    shares = [json.loads((tmp_path / "sweep" / str(j) / "summary.json").read_text())["share"] for j in (0, 1)]
+    scenes = {r["scene"] for r in json.loads((single / "records.json").read_text()).values()}
+    assert sorted(shares[0] + shares[1]) == sorted(scenes)
+    assert not set(shares[0]) & set(shares[1]) and shares[0] and shares[1]
+    # a sweep over shards and fusion merges once per fusion
+    run_featurizer(*[a for a in args if not a.startswith("hydra.sweep.dir")], "fusion=mean,mask_pool",
+                   f"hydra.sweep.dir={tmp_path / 'grid'}", root=tmp_path, multirun=True)
+    names = sorted(p.name for p in (tmp_path / "grid" / "merged").iterdir())
+    assert names == ["fusion-mask_pool", "fusion-mean"]
+    _assert_same_run(single, tmp_path / "grid" / "merged" / "fusion-mask_pool")
+
+
+@pytest.mark.slow
+def test_a_killed_share_leaves_no_partial_shard_and_a_rerun_finishes_it(single, data_dir, tmp_path):
+    """kill -9 one job mid-run, rerun it: its missing scenes only are computed; the merge equals one run."""
+    env = {**os.environ, "FEATURIZER_ROOT": str(tmp_path), "WANDB_DIR": str(tmp_path)}
+    args = [*SMALL, f"paths.data_dir={data_dir}", "num_shards=2"]
+    cache = tmp_path / "outputs" / "cache"
+    run_featurizer(*args, "shard=1", f"hydra.run.dir={tmp_path / 'share1'}", root=tmp_path)
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, "shard=0",
+                             f"hydra.run.dir={tmp_path / 'share0'}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = {p for p in cache.rglob("*.pt")}
+    deadline = time.time() + 300
+    while time.time() < deadline and {p for p in cache.rglob("*.pt")} == before and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for shard in cache.rglob("*.pt"):  # every shard on disk is complete (written atomically)
+        assert isinstance(torch.load(shard, weights_only=True), dict), shard
+    incomplete = json.loads((single / "summary.json").read_text())["scenes"]
+    merge = [*args, "merge_only=true", f"hydra.run.dir={tmp_path / 'early'}"]
+    early = run_featurizer(*merge, root=tmp_path, check=False)
+    assert early.returncode != 0 and "no finished shard" in early.stderr and incomplete
+    run_featurizer(*args, "shard=0", f"hydra.run.dir={tmp_path / 'share0'}", root=tmp_path)  # the rerun
+    assert not list(cache.rglob("*.tmp")), "stale temporaries of the killed job are removed"
+    run_featurizer(*[a for a in merge if "early" not in a], f"hydra.run.dir={tmp_path / 'merged'}", root=tmp_path)
+    _assert_same_run(single, tmp_path / "merged")
