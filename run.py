@@ -57,6 +57,7 @@ def featurize(cfg: DictConfig):
     check_backend(cfg.geometry_backend, option="geometry_backend")
     check_policy(cfg.on_bad_scene)
     reader = instantiate(cfg.dataset)
+    reader.prepare()  # one-time work (the synthetic dataset generates its scenes here)
     if not reader.scene_ids:
         raise ConfigError("dataset.scenes", "the list of scenes is empty: name at least one scene, or leave "
                                             "dataset.scenes unset to read the split file")

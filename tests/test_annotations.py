@@ -23,7 +23,7 @@ from featurizer.annotations.scan2cap import Scan2Cap, Scan2CapLocation
 from featurizer.annotations.scanqa import ScanQA
 from featurizer.annotations.scanrefer import ScanRefer, ScanReferLocation
 from featurizer.annotations.sqa3d import SQA3D
-from featurizer.dataset.synthetic import SyntheticScanNet
+from featurizer.dataset.synthetic.reader import SyntheticScanNet
 from featurizer.dataset.synthetic_annotations import (assign_splits, read_scenes, write_annotation_inputs,
                                                       write_mask3d_export)
 from featurizer.errors import DataError
@@ -47,6 +47,7 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("annot")
     ds = SyntheticScanNet(str(tmp / "data"), num_scenes=3, frames_per_scene=0, image_size=(64, 48),
                           num_objects=18, seed=5)
+    ds.prepare()
     root, export = tmp / "inputs", tmp / "mask3d"
     splits = write_annotation_inputs(ds.dataset_root, root, seed=SEED)
     write_mask3d_export(ds.dataset_root, export, seed=SEED)

@@ -12,7 +12,9 @@ import pytest
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader, read_ply_header
-from featurizer.dataset.synthetic import RAW_LABELS, generate_dataset, generate_scene, write_labels_tsv
+from featurizer.dataset.synthetic.furniture import RAW_LABELS
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.layout import write_labels_tsv
 from featurizer.errors import ConfigError, DataError
 
 SID = "scene0000_00"

@@ -27,7 +27,9 @@ from featurizer.dataset.frames import (
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.sens import SensFile, write_sens
-from featurizer.dataset.synthetic import FRAME_STEP, SyntheticScanNet, generate_dataset, generate_scene
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.reader import SyntheticScanNet
+from featurizer.dataset.synthetic.scene import FRAME_STEP
 from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -173,10 +175,12 @@ def test_sens_from_the_config_option_and_the_synthetic_dataset(sens_root, tmp_pa
     small = dict(num_scenes=1, frames_per_scene=2, image_size=(64, 48), num_objects=8)
     ds = SyntheticScanNet(str(tmp_path), frames="sens", frame_stride=FRAME_STEP, **small)
     assert ds.dataset_root.name.endswith("_sens")
+    ds.prepare()
     ds.check()
     scene = ds.load(SID)
     assert [f.index for f in scene.frames] == [0, 20] and scene.frames[0].image_size == (64, 48)
     plain = SyntheticScanNet(str(tmp_path), **small)
+    plain.prepare()
     assert plain.dataset_root != ds.dataset_root
     assert not (plain.dataset_root / "scans" / SID / f"{SID}.sens").exists()
     ref = plain.load(SID)  # the same scene: poses agree to float32 precision

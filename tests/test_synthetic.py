@@ -11,14 +11,9 @@ import pytest
 from PIL import Image
 
 from featurizer.dataset.render import look_at, render_mesh
-from featurizer.dataset.synthetic import (
-    CLASSES,
-    DONE_MARKER,
-    RAW_LABELS,
-    SyntheticScanNet,
-    generate_dataset,
-    generate_scene,
-)
+from featurizer.dataset.synthetic.furniture import CLASSES, RAW_LABELS
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.reader import DONE_MARKER, SyntheticScanNet
 
 K320 = np.array([[290.0, 0.0, 160.0], [0.0, 290.0, 120.0], [0.0, 0.0, 1.0]])
 
@@ -263,14 +258,18 @@ def test_synthetic_dataset_generates_once_atomically(tmp_path):
     small = dict(frames_per_scene=2, image_size=(64, 48), num_objects=8)
     ds = SyntheticScanNet(str(tmp_path), num_scenes=2, seed=1, **small)
     root = ds.dataset_root
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # constructing writes nothing
+    ds.prepare()
     assert (root / DONE_MARKER).is_file() and root.parent == tmp_path
     assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folder left
     assert ds.scene_ids == ["scene0000_00", "scene0001_00"] and ds.split == "val"
     stamp = (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns
     again = SyntheticScanNet(str(tmp_path), num_scenes=2, seed=1, **small)
+    again.prepare()
     assert again.dataset_root == root
     assert (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns == stamp
     other = SyntheticScanNet(str(tmp_path), num_scenes=1, seed=2, **small)
+    other.prepare()
     assert other.dataset_root != root
     ds.check()
     s = ds.load("scene0001_00")

@@ -15,7 +15,7 @@ import torch
 from conftest import run_featurizer
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.scannet import ScanNetReader
-from featurizer.dataset.synthetic import generate_dataset
+from featurizer.dataset.synthetic.generate import generate_dataset
 from featurizer.errors import ConfigError, DataError, ValidationError
 from featurizer.segmenter.gt import GroundTruth
 from featurizer.segmenter.inst_seg import InstSegFiles

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.dataset.base import SceneReader
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
@@ -229,7 +230,7 @@ def _registration_note(
     return None
 
 
-class ScanNetReader:
+class ScanNetReader(SceneReader):
     """Reads ScanNet scenes (scans + exported or ``.sens`` frames) into :class:`featurizer.scene.Scene`.
 
     root: the ScanNet folder (holds ``scans/``, the labels tsv, the split files).
@@ -261,6 +262,7 @@ class ScanNetReader:
         labels_tsv: str | None = None,
         max_frames: int | None = None,
     ):
+        super().__init__()
         if root is None or str(root) in ("", "???"):
             raise ConfigError("dataset.root", "the ScanNet folder is not set: pass dataset.root=/path")
         if frames not in FRAME_MODES:
@@ -271,7 +273,7 @@ class ScanNetReader:
         if max_frames is not None and int(max_frames) < 1:
             raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
         self.root = Path(root)
-        self.split = str(split)
+        self.splits = [str(split)]
         self.frames = frames
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
@@ -280,19 +282,23 @@ class ScanNetReader:
         self._labels: LabelTable | None = None
         if isinstance(scenes, str):  # dataset.scenes=scene0000_00,scene0001_00 from the command line
             scenes = [s for s in scenes.replace(",", " ").split()]
-        if scenes is not None:
-            self.scene_ids = [str(s) for s in scenes]
-        else:
-            if not self.root.is_dir():  # named first: the split file under it would be reported instead
-                raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
-            path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
-            if not path.is_file():
-                raise DataError(
-                    path, "split file not found (pass dataset.split_file=... or dataset.scenes=[...])"
-                )
-            self.scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-            if not self.scene_ids:
-                raise DataError(path, "split file lists no scenes")
+        self.scene_ids = [str(s) for s in scenes] if scenes is not None else self.read_split_file(split_file)
+
+    def read_split_file(self, split_file: str | None) -> list[str]:
+        """The scenes of the split file (``<root>/scannetv2_<split>.txt`` or ``split_file``); DataError
+        naming the root folder or the file when missing or empty."""
+        if not self.root.is_dir():  # named first: the split file under it would be reported instead
+            raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
+        path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
+        if not path.is_file():
+            raise DataError(path, "split file not found (pass dataset.split_file=... or dataset.scenes=[...])")
+        scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not scene_ids:
+            raise DataError(path, "split file lists no scenes")
+        return scene_ids
+
+    def split_of(self, scene_id: str) -> str:
+        return self.split
 
     # ------------------------------------------------------------------ paths
     def scene_dir(self, scene_id: str) -> Path:
@@ -334,12 +340,6 @@ class ScanNetReader:
         return files
 
     # ------------------------------------------------------------------ checks
-    def check(self) -> None:
-        """Every check of :meth:`check_global` and :meth:`check_scene`; raises the first DataError."""
-        self.check_global()
-        for scene_id in self.scene_ids:
-            self.check_scene(scene_id)
-
     def check_global(self) -> None:
         """Checks of files shared by every scene: the labels tsv, when any scan has an aggregation."""
         if self.labels_tsv.is_file():
@@ -436,7 +436,7 @@ class ScanNetReader:
             axis_align=align,
             instances=instances,
             frames=frames,
-            split=self.split,
+            split=self.split_of(scene_id),
         )
         for note in notes + frame_notes:
             scene.warn(note)
