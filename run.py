@@ -72,7 +72,9 @@ def featurize(cfg: DictConfig):
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
     store = StageStore(cfg.paths.cache_dir, stage_hashes(sections, with_2d=encoder2d is not None),
                        inputs=SceneInputs(reader, segmenter))
-    names = OutputNames(reader.name, segmenter.name, encoder3d.name, reader.split, segmenter.is_ground_truth)
+    # stopgap until the writer names files per scene split: one split's name, or the splits joined
+    split_name = reader.split if len(reader.splits) == 1 else "_".join(reader.splits)
+    names = OutputNames(reader.name, segmenter.name, encoder3d.name, split_name, segmenter.is_ground_truth)
     token_cache = (Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"])
                    if cfg.cache_tokens and encoder2d is not None else None)
     # what a killed run left in this run's folders (temporary files of processes that are gone)

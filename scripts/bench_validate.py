@@ -97,7 +97,7 @@ def main() -> None:
         t = time.perf_counter()
         if not (root / TSV_NAME).is_file():
             generate_dataset(root, num_scenes=args.scenes, frames_per_scene=args.frames, seed=0,
-                             image_size=(32, 24), num_objects=args.objects)
+                             image_size=(32, 24), num_objects=args.objects, split="val")
         generation = time.perf_counter() - t
         reader = ScanNetReader(str(root))
         n = len(reader.scene_ids)

@@ -49,11 +49,11 @@ def world(tmp_path_factory):
                           num_objects=18, seed=5)
     ds.prepare()
     root, export = tmp / "inputs", tmp / "mask3d"
-    splits = write_annotation_inputs(ds.dataset_root, root, seed=SEED)
-    write_mask3d_export(ds.dataset_root, export, seed=SEED)
-    split_of = assign_splits(s.scene_id for s in read_scenes(ds.dataset_root))
+    splits = write_annotation_inputs(ds.root, root, seed=SEED)
+    write_mask3d_export(ds.root, export, seed=SEED)
+    split_of = assign_splits(s.scene_id for s in read_scenes(ds.root))
     gt, pred = {"train": {}, "val": {}}, {"train": {}, "val": {}}
-    for scene in read_scenes(ds.dataset_root):
+    for scene in read_scenes(ds.root):
         sp = split_of[scene.scene_id]
         gt[sp][scene.scene_id] = {"objects": [i.label for i in scene.instances],
                                   "locs": scene.instance_boxes()}

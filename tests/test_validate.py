@@ -41,7 +41,7 @@ class _System:
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate_src")
     generate_dataset(root, num_scenes=len(SCENES), frames_per_scene=3, seed=5, image_size=(96, 72),
-                     num_objects=3, write_sens=True)
+                     num_objects=3, write_sens=True, split="val")
     return root
 
 

@@ -233,10 +233,14 @@ def _registration_note(
 class ScanNetReader(SceneReader):
     """Reads ScanNet scenes (scans + exported or ``.sens`` frames) into :class:`featurizer.scene.Scene`.
 
-    root: the ScanNet folder (holds ``scans/``, the labels tsv, the split files).
-    split: ``train`` / ``val`` / ``test``; names the split file ``scannetv2_<split>.txt``.
-    scenes: explicit scene ids (win over any split file).
-    split_file: a split file to read instead of ``<root>/scannetv2_<split>.txt``.
+    root: the ScanNet folder (holds ``scans/``, ``scans_test/``, the labels tsv, the split files).
+    splits: the splits of the run, e.g. ``[train, val]`` or ``[train, val, test]``; each names its split
+        file ``<split_dir>/scannetv2_<split>.txt``. The run's scenes are the union of the split files'
+        scenes, in the order of ``splits`` and then of each file (a scene listed twice keeps its first
+        split). Test scans live in ``scans_test/`` (see :meth:`scene_dir`).
+    scenes: explicit scene ids (win over the split files); each gets the split whose file lists it,
+        else the first of ``splits``.
+    split_dir: the folder holding the split files (default ``root``).
     frames_root: exported frames folder (default ``<root>/scannet_2d``).
     frame_stride: keep every k-th frame: of the exported frames (sorted by their number) for
         ``exported``, of the stream for ``sens`` (ScanNet's export is every 20th: ``frame_stride=20``
@@ -253,9 +257,9 @@ class ScanNetReader(SceneReader):
     def __init__(
         self,
         root: str,
-        split: str = "val",
+        splits: list[str] | str = ("val",),
         scenes: list[str] | None = None,
-        split_file: str | None = None,
+        split_dir: str | None = None,
         frames_root: str | None = None,
         frame_stride: int = 1,
         frames: str = "exported",
@@ -273,7 +277,12 @@ class ScanNetReader(SceneReader):
         if max_frames is not None and int(max_frames) < 1:
             raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
         self.root = Path(root)
-        self.splits = [str(split)]
+        if isinstance(splits, str):  # dataset.splits=train,val from the command line
+            splits = splits.replace(",", " ").split()
+        self.splits = list(dict.fromkeys(str(s) for s in splits))
+        if not self.splits:
+            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.split_dir = Path(split_dir) if split_dir is not None else self.root
         self.frames = frames
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
@@ -282,23 +291,42 @@ class ScanNetReader(SceneReader):
         self._labels: LabelTable | None = None
         if isinstance(scenes, str):  # dataset.scenes=scene0000_00,scene0001_00 from the command line
             scenes = [s for s in scenes.replace(",", " ").split()]
-        self.scene_ids = [str(s) for s in scenes] if scenes is not None else self.read_split_file(split_file)
+        self._split_of = self._assign_splits(None if scenes is None else [str(s) for s in scenes])
+        self.scene_ids = list(self._split_of)
 
-    def read_split_file(self, split_file: str | None) -> list[str]:
-        """The scenes of the split file (``<root>/scannetv2_<split>.txt`` or ``split_file``); DataError
-        naming the root folder or the file when missing or empty."""
-        if not self.root.is_dir():  # named first: the split file under it would be reported instead
-            raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
-        path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
+    def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
+        """Scene id -> split, in run order: the split files' scenes, or ``scenes`` when given."""
+        listed: dict[str, str] = {}
+        for split in self.splits:
+            for scene_id in self.split_scenes(split, required=scenes is None) or []:
+                listed.setdefault(scene_id, split)
+        if scenes is None:
+            return listed
+        return {s: listed.get(s, self.splits[0]) for s in scenes}
+
+    def split_file(self, split: str) -> Path:
+        return self.split_dir / f"scannetv2_{split}.txt"
+
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
+        """The scenes the split file of ``split`` lists; None when it is missing and not ``required``.
+        DataError naming the root folder or the file when a required file is missing or empty."""
+        path = self.split_file(split)
         if not path.is_file():
-            raise DataError(path, "split file not found (pass dataset.split_file=... or dataset.scenes=[...])")
+            if not required:
+                return None
+            if not self.root.is_dir():  # named first: the split file under it would be reported instead
+                raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
+            raise DataError(path, "split file not found (pass dataset.split_dir=... or dataset.scenes=[...])")
         scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not scene_ids:
+        if required and not scene_ids:
             raise DataError(path, "split file lists no scenes")
         return scene_ids
 
     def split_of(self, scene_id: str) -> str:
-        return self.split
+        try:
+            return self._split_of[scene_id]
+        except KeyError:
+            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
     # ------------------------------------------------------------------ paths
     def scene_dir(self, scene_id: str) -> Path:

@@ -1,5 +1,6 @@
 """Generating synthetic ScanNet datasets: one scene model (:mod:`.scene`) per scene, written in the
-ScanNet layout (:mod:`.layout`), plus the labels tsv and the split files.
+ScanNet layout (:mod:`.layout`), plus the labels tsv and the split files
+(``train`` and ``val``, the scenes assigned by :func:`planned_splits`).
 
 Everything is deterministic for a seed (the rng is seeded per scene from ``(seed, scene index)``).
 """
@@ -15,11 +16,18 @@ from featurizer.dataset.scannet import PLY_SUFFIX
 from featurizer.dataset.synthetic.layout import (write_annotation, write_exported_frames, write_labels_tsv,
                                                  write_meta, write_ply, write_stream)
 from featurizer.dataset.synthetic.scene import make_scene
+from featurizer.dataset.synthetic_annotations import assign_splits
 
 
 def scene_id_of(index: int) -> str:
     """The id of the generated scene number ``index``: ``scene0000_00``, ``scene0001_00``, ..."""
     return f"scene{index:04d}_00"
+
+
+def planned_splits(num_scenes: int) -> dict[str, str]:
+    """Scene id -> split of a generated dataset of ``num_scenes`` scenes, in scene order:
+    :func:`featurizer.dataset.synthetic_annotations.assign_splits` (every third scene is ``val``)."""
+    return assign_splits(scene_id_of(i) for i in range(num_scenes))
 
 
 def generate_scene(
@@ -111,22 +119,26 @@ def generate_dataset(
     num_scenes: int,
     frames_per_scene: int,
     seed: int,
-    split: str = "val",
+    split: str | None = None,
     image_size: tuple[int, int] = (640, 480),
     num_objects: int = 10,
     write_sens: bool = False,
 ) -> list[dict]:
-    """Write ``num_scenes`` scenes plus the labels tsv and the split file under ``root``.
+    """Write ``num_scenes`` scenes plus the labels tsv and the split files under ``root``.
 
+    split: every scene in this split (``test`` writes test scans); None (default) splits the scenes
+        into ``train`` and ``val`` by :func:`planned_splits` (``scannetv2_train.txt``, ``scannetv2_val.txt``).
     write_sens: also write each scene's ``<scene>.sens`` stream (see :func:`generate_scene`)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_labels_tsv(root / TSV_NAME)
-    truths, ids = [], []
-    for i in range(num_scenes):
+    split_of = planned_splits(num_scenes) if split is None else {scene_id_of(i): split for i in range(num_scenes)}
+    truths = []
+    for i, (sid, scene_split) in enumerate(split_of.items()):
         rng = np.random.default_rng([int(seed), i])
-        truths.append(generate_scene(root, scene_id_of(i), rng, num_frames=frames_per_scene, image_size=image_size,
-                                     num_objects=num_objects, split=split, write_sens=write_sens))
-        ids.append(scene_id_of(i))
-    (root / f"scannetv2_{split}.txt").write_text("\n".join(ids) + "\n")
+        truths.append(generate_scene(root, sid, rng, num_frames=frames_per_scene, image_size=image_size,
+                                     num_objects=num_objects, split=scene_split, write_sens=write_sens))
+    for name in dict.fromkeys(split_of.values()):
+        ids = [sid for sid, sp in split_of.items() if sp == name]
+        (root / f"scannetv2_{name}.txt").write_text("\n".join(ids) + "\n")
     return truths

@@ -18,7 +18,7 @@ from featurizer.dataset.scannet import AGG_SUFFIX, PLY_SUFFIX, SEGS_SUFFIX
 from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.scene import FRAME_STEP, SceneModel, f32
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: train and val split files, annotation inputs and a Mask3D export
 JPEG_QUALITY = 92  # exported colour jpgs and the .sens colour stream use the same encoder settings
 TSV_HEADER = ["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass", "nyu40class"]
 
