@@ -50,7 +50,8 @@ def test_every_dataset_option_provides_the_contract(option, tmp_path):
     reader = instantiate(cfg.dataset)
     assert isinstance(reader, SceneReader) and reader.name == "scannet"
     for method in CONTRACT:
-        assert getattr(type(reader), method) is not getattr(SceneReader, method) or method in ("prepare", "check")
+        overridden = getattr(type(reader), method) is not getattr(SceneReader, method)
+        assert overridden or method in ("prepare", "check")
     reader.prepare()
     reader.check()
     sid = reader.scene_ids[0]
@@ -100,8 +101,8 @@ def test_a_test_split_scene_reads_from_scans_test(splits_root):
 
 
 def test_demo_mask3d_on_the_synthetic_export_segments_a_scene(tmp_path):
-    cfg = _compose([f"paths.data_dir={tmp_path}", "segmenter=mask3d", "segmenter.root=${dataset.root}/mask3d_export",
-                    *SMALL])
+    cfg = _compose([f"paths.data_dir={tmp_path}", "segmenter=mask3d",
+                    "segmenter.root=${dataset.root}/mask3d_export", *SMALL])
     OmegaConf.resolve(cfg.dataset)
     reader = instantiate(cfg.dataset)
     reader.prepare()

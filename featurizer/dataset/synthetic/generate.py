@@ -132,7 +132,8 @@ def generate_dataset(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     write_labels_tsv(root / TSV_NAME)
-    split_of = planned_splits(num_scenes) if split is None else {scene_id_of(i): split for i in range(num_scenes)}
+    split_of = (planned_splits(num_scenes) if split is None
+                else {scene_id_of(i): split for i in range(num_scenes)})
     truths = []
     for i, (sid, scene_split) in enumerate(split_of.items()):
         rng = np.random.default_rng([int(seed), i])

@@ -169,7 +169,8 @@ def write_annotation(scan_dir: Path, scene_id: str, model: SceneModel) -> None:
     }, indent=1))
 
 
-def write_exported_frames(frames_dir: Path, model: SceneModel, image_size: tuple[int, int], exact: bool) -> None:
+def write_exported_frames(frames_dir: Path, model: SceneModel, image_size: tuple[int, int],
+                          exact: bool) -> None:
     """``color/<k>.jpg``, ``depth/<k>.png``, ``pose/<k>.txt`` rendered from the model's cameras, and
     ``intrinsic/``; ``exact`` prints matrices with 17 digits (they then parse back to the same floats)."""
     for sub in ("color", "depth", "pose", "intrinsic"):
