@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from featurizer.dataset.labels import TSV_NAME, read_label_table  # noqa: E402
 from featurizer.dataset.scannet import (AGG_SUFFIX, PLY_SUFFIX, SEGS_SUFFIX, ScanNetReader,  # noqa: E402
                                         _numbered_files, _read_pose, read_ply_header)
-from featurizer.dataset.synthetic import generate_dataset, write_ply  # noqa: E402
+from featurizer.dataset.synthetic.generate import generate_dataset  # noqa: E402
+from featurizer.dataset.synthetic.layout import write_ply  # noqa: E402
 from featurizer.segmenter.gt import GroundTruth  # noqa: E402
 from featurizer.segmenter.mask3d import Mask3DExport  # noqa: E402
 from featurizer.validate import validate_scenes  # noqa: E402
@@ -96,7 +97,7 @@ def main() -> None:
         t = time.perf_counter()
         if not (root / TSV_NAME).is_file():
             generate_dataset(root, num_scenes=args.scenes, frames_per_scene=args.frames, seed=0,
-                             image_size=(32, 24), num_objects=args.objects)
+                             image_size=(32, 24), num_objects=args.objects, split="val")
         generation = time.perf_counter() - t
         reader = ScanNetReader(str(root))
         n = len(reader.scene_ids)

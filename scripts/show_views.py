@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
         if cfg.get(part) is None:
             raise ConfigError(part, f"the run at {args.run_dir} has no '{part}' (was its 2D stage off?)")
     dataset = instantiate(cfg.dataset)
+    dataset.prepare()
     segmenter = instantiate(cfg.segmenter)
     encoder2d = instantiate(cfg.encoder2d)
     fusion = instantiate(cfg.fusion)

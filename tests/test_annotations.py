@@ -23,7 +23,7 @@ from featurizer.annotations.scan2cap import Scan2Cap, Scan2CapLocation
 from featurizer.annotations.scanqa import ScanQA
 from featurizer.annotations.scanrefer import ScanRefer, ScanReferLocation
 from featurizer.annotations.sqa3d import SQA3D
-from featurizer.dataset.synthetic import SyntheticScanNet
+from featurizer.dataset.synthetic.reader import SyntheticScanNet
 from featurizer.dataset.synthetic_annotations import (assign_splits, read_scenes, write_annotation_inputs,
                                                       write_mask3d_export)
 from featurizer.errors import DataError
@@ -48,12 +48,13 @@ def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("annot")
     ds = SyntheticScanNet(str(tmp / "data"), num_scenes=3, frames_per_scene=0, image_size=(64, 48),
                           num_objects=18, seed=5)
+    ds.prepare()
     root, export = tmp / "inputs", tmp / "mask3d"
-    splits = write_annotation_inputs(ds.dataset_root, root, seed=SEED)
-    write_mask3d_export(ds.dataset_root, export, seed=SEED)
-    split_of = assign_splits(s.scene_id for s in read_scenes(ds.dataset_root))
+    splits = write_annotation_inputs(ds.root, root, seed=SEED)
+    write_mask3d_export(ds.root, export, seed=SEED)
+    split_of = assign_splits(s.scene_id for s in read_scenes(ds.root))
     gt, pred = {"train": {}, "val": {}}, {"train": {}, "val": {}}
-    for scene in read_scenes(ds.dataset_root):
+    for scene in read_scenes(ds.root):
         sp = split_of[scene.scene_id]
         gt[sp][scene.scene_id] = {"objects": [i.label for i in scene.instances],
                                   "locs": scene.instance_boxes()}

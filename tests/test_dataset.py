@@ -12,7 +12,9 @@ import pytest
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader, read_ply_header
-from featurizer.dataset.synthetic import RAW_LABELS, generate_dataset, generate_scene, write_labels_tsv
+from featurizer.dataset.synthetic.furniture import RAW_LABELS
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.layout import write_labels_tsv
 from featurizer.errors import ConfigError, DataError
 
 SID = "scene0000_00"
@@ -21,7 +23,8 @@ SID = "scene0000_00"
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("scannet_root")
-    truths = generate_dataset(root, num_scenes=1, frames_per_scene=4, seed=3, image_size=(320, 240))
+    truths = generate_dataset(root, num_scenes=1, frames_per_scene=4, seed=3, image_size=(320, 240),
+                              split="val")
     return root, truths[0]
 
 
@@ -40,7 +43,7 @@ def _scan(root: Path) -> Path:
 
 def test_points_colours_alignment(dataset):
     root, gt = dataset
-    reader = ScanNetReader(str(root), split="val")
+    reader = ScanNetReader(str(root), splits=["val"])
     assert reader.scene_ids == [SID] and reader.split == "val"
     reader.check()
     s = reader.load(SID)
@@ -159,7 +162,7 @@ def test_test_split_scene(copy):
     (root / "scans_test").mkdir()
     shutil.move(str(scan), str(root / "scans_test" / SID))
     (root / TSV_NAME).unlink()  # not needed without aggregations
-    reader = ScanNetReader(str(root), split="test", scenes=[SID])
+    reader = ScanNetReader(str(root), splits=["test"], scenes=[SID])
     reader.check()
     with pytest.warns(UserWarning, match="axisAlignment"):
         s = reader.load(SID)
@@ -174,10 +177,11 @@ def test_scene_list_sources(copy):
     root, _ = copy
     assert ScanNetReader(str(root), scenes=["a", "b"]).scene_ids == ["a", "b"]  # explicit list wins
     assert ScanNetReader(str(root), scenes="a,b").scene_ids == ["a", "b"]
-    (root / "mine.txt").write_text(f"\n{SID}\n\n")
-    assert ScanNetReader(str(root), split="train", split_file=str(root / "mine.txt")).scene_ids == [SID]
+    (root / "mine").mkdir()
+    (root / "mine" / "scannetv2_train.txt").write_text(f"\n{SID}\n\n")
+    assert ScanNetReader(str(root), splits=["train"], split_dir=str(root / "mine")).scene_ids == [SID]
     with pytest.raises(DataError, match=r"scannetv2_train\.txt.*split file not found"):
-        ScanNetReader(str(root), split="train")
+        ScanNetReader(str(root), splits=["train"])
 
 
 def test_bad_options():

@@ -27,7 +27,9 @@ from featurizer.dataset.frames import (
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.sens import SensFile, write_sens
-from featurizer.dataset.synthetic import FRAME_STEP, SyntheticScanNet, generate_dataset, generate_scene
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.reader import SyntheticScanNet
+from featurizer.dataset.synthetic.scene import FRAME_STEP
 from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -43,7 +45,7 @@ def sens_root(tmp_path_factory):
     """One 320x240 scene with 3 exported frames and its 60-frame ``.sens`` stream."""
     root = tmp_path_factory.mktemp("ingest_root")
     gt = generate_dataset(root, num_scenes=1, frames_per_scene=NUM_FRAMES, seed=4, image_size=(W, H),
-                          write_sens=True)[0]
+                          write_sens=True, split="val")[0]
     return root, gt
 
 
@@ -171,14 +173,14 @@ def test_sens_from_the_config_option_and_the_synthetic_dataset(sens_root, tmp_pa
     assert [f.index for f in reader.load(SID).frames] == gt["frame_ids"]
     # dataset=synthetic dataset.frames=sens writes the streams itself, in a folder of its own
     small = dict(num_scenes=1, frames_per_scene=2, image_size=(64, 48), num_objects=8)
-    ds = SyntheticScanNet(str(tmp_path), frames="sens", frame_stride=FRAME_STEP, **small)
-    assert ds.dataset_root.name.endswith("_sens")
+    ds = SyntheticScanNet(str(tmp_path / "sens"), frames="sens", frame_stride=FRAME_STEP, **small)
+    ds.prepare()
     ds.check()
     scene = ds.load(SID)
     assert [f.index for f in scene.frames] == [0, 20] and scene.frames[0].image_size == (64, 48)
-    plain = SyntheticScanNet(str(tmp_path), **small)
-    assert plain.dataset_root != ds.dataset_root
-    assert not (plain.dataset_root / "scans" / SID / f"{SID}.sens").exists()
+    plain = SyntheticScanNet(str(tmp_path / "plain"), **small)
+    plain.prepare()
+    assert not (plain.root / "scans" / SID / f"{SID}.sens").exists()
     ref = plain.load(SID)  # the same scene: poses agree to float32 precision
     np.testing.assert_allclose(scene.frames[1].pose, ref.frames[1].pose, atol=1e-6)
 
@@ -228,7 +230,7 @@ def test_test_split_runs_with_predicted_instances(tmp_path, encoders):
     preds.mkdir()
     np.savez(preds / f"{SID}.npz", instance_ids=ids, labels=np.array([o["label"] for o in objs]),
              scores=np.array([0.4, 0.9]))
-    reader = ScanNetReader(str(root), split="test", scenes=[SID])
+    reader = ScanNetReader(str(root), splits=["test"], scenes=[SID])
     segmenter = InstanceNpz(str(preds), name="oneformer3d")
     reader.check()  # no labels tsv needed: no aggregations
     segmenter.check(reader.scene_ids)

@@ -172,7 +172,7 @@ def test_not_a_checkpoint_is_said_so_for_inst_seg_and_uni3d(tmp_path):
 def test_missing_dataset_root_is_named_before_the_split_file(tmp_path):
     root = tmp_path / "nonexistent"
     with pytest.raises(DataError) as err:
-        ScanNetReader(str(root), split="val")
+        ScanNetReader(str(root), splits=["val"])
     assert err.value.path == root and "root folder not found" in str(err.value)
     assert "split file" not in str(err.value)
 

@@ -11,14 +11,10 @@ import pytest
 from PIL import Image
 
 from featurizer.dataset.render import look_at, render_mesh
-from featurizer.dataset.synthetic import (
-    CLASSES,
-    DONE_MARKER,
-    RAW_LABELS,
-    SyntheticScanNet,
-    generate_dataset,
-    generate_scene,
-)
+from featurizer.dataset.synthetic.furniture import CLASSES, RAW_LABELS
+from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
+from featurizer.dataset.synthetic.reader import DONE_MARKER, SyntheticScanNet
+from featurizer.errors import ConfigError
 
 K320 = np.array([[290.0, 0.0, 160.0], [0.0, 290.0, 120.0], [0.0, 0.0, 1.0]])
 
@@ -259,19 +255,54 @@ def test_written_colour_frames_show_the_mesh_colours(scene):
     assert k == 4
 
 
-def test_synthetic_dataset_generates_once_atomically(tmp_path):
+def test_synthetic_dataset_generates_lazily_once_atomically(tmp_path):
+    small = dict(frames_per_scene=2, image_size=(64, 48), num_objects=8)
+    root = tmp_path / "synth"
+    ds = SyntheticScanNet(str(root), num_scenes=3, seed=1, **small)
+    assert not any(tmp_path.iterdir())  # constructing writes nothing
+    assert ds.scene_ids == ["scene0000_00", "scene0001_00", "scene0002_00"] and ds.splits == ["train", "val"]
+    assert [ds.split_of(s) for s in ds.scene_ids] == ["train", "train", "val"]
+    with pytest.raises(ConfigError, match="dataset.splits"):
+        ds.split  # noqa: B018 - two splits: no single one
+    ds.prepare()
+    assert (root / DONE_MARKER).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["synth"]  # no temporary folder left
+    assert (root / "scannetv2_train.txt").read_text().split() == ["scene0000_00", "scene0001_00"]
+    assert (root / "scannetv2_val.txt").read_text().split() == ["scene0002_00"]
+    assert (root / "annotations" / "scanrefer" / "ScanRefer_filtered_val.json").is_file()
+    assert (root / "mask3d_export" / "val" / "scene0002_00.txt").is_file()
+    assert (root / "mask3d_export" / "scannetv2-labels.combined.tsv").is_file()
+    stamp = (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns
+    ds.prepare()  # a second prepare: nothing written
+    again = SyntheticScanNet(str(root), num_scenes=3, seed=1, **small)
+    again.prepare()
+    assert (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns == stamp
+    assert [ds.load(s).split for s in ds.scene_ids] == ["train", "train", "val"]
+    only_val = SyntheticScanNet(str(root), num_scenes=3, seed=1, splits=["val"], **small)
+    assert only_val.scene_ids == ["scene0002_00"]
+
+
+def test_synthetic_root_stale_or_other_parameters_is_regenerated(tmp_path):
+    small = dict(num_scenes=1, frames_per_scene=1, image_size=(32, 24), num_objects=3)
+    root = tmp_path / "synth"
+    (root / "scans").mkdir(parents=True)  # a half-generated folder: no done-marker
+    (root / "scans" / "junk.txt").write_text("half")
+    ds = SyntheticScanNet(str(root), seed=1, **small)
+    ds.prepare()
+    assert not (root / "scans" / "junk.txt").exists() and ds.is_generated()
+    first = (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").read_bytes()
+    other = SyntheticScanNet(str(root), seed=2, **small)
+    assert not other.is_generated()  # the marker records seed 1
+    other.prepare()
+    assert other.is_generated() and not ds.is_generated()
+    assert (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").read_bytes() != first
+    assert [p.name for p in tmp_path.iterdir()] == ["synth"]
+
+
+def test_synthetic_reader_reads_scenes(tmp_path):
     small = dict(frames_per_scene=2, image_size=(64, 48), num_objects=8)
     ds = SyntheticScanNet(str(tmp_path), num_scenes=2, seed=1, **small)
-    root = ds.dataset_root
-    assert (root / DONE_MARKER).is_file() and root.parent == tmp_path
-    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folder left
-    assert ds.scene_ids == ["scene0000_00", "scene0001_00"] and ds.split == "val"
-    stamp = (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns
-    again = SyntheticScanNet(str(tmp_path), num_scenes=2, seed=1, **small)
-    assert again.dataset_root == root
-    assert (root / "scans/scene0000_00/scene0000_00_vh_clean_2.ply").stat().st_mtime_ns == stamp
-    other = SyntheticScanNet(str(tmp_path), num_scenes=1, seed=2, **small)
-    assert other.dataset_root != root
+    ds.prepare()
     ds.check()
     s = ds.load("scene0001_00")
     assert len(s.frames) == 2 and s.frames[1].index == 20 and s.frames[0].image_size == (64, 48)

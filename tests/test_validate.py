@@ -15,7 +15,7 @@ import torch
 from conftest import run_featurizer
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.scannet import ScanNetReader
-from featurizer.dataset.synthetic import generate_dataset
+from featurizer.dataset.synthetic.generate import generate_dataset
 from featurizer.errors import ConfigError, DataError, ValidationError
 from featurizer.segmenter.gt import GroundTruth
 from featurizer.segmenter.inst_seg import InstSegFiles
@@ -41,7 +41,7 @@ class _System:
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate_src")
     generate_dataset(root, num_scenes=len(SCENES), frames_per_scene=3, seed=5, image_size=(96, 72),
-                     num_objects=3, write_sens=True)
+                     num_objects=3, write_sens=True, split="val")
     return root
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.dataset.base import SceneReader
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
@@ -229,13 +230,17 @@ def _registration_note(
     return None
 
 
-class ScanNetReader:
+class ScanNetReader(SceneReader):
     """Reads ScanNet scenes (scans + exported or ``.sens`` frames) into :class:`featurizer.scene.Scene`.
 
-    root: the ScanNet folder (holds ``scans/``, the labels tsv, the split files).
-    split: ``train`` / ``val`` / ``test``; names the split file ``scannetv2_<split>.txt``.
-    scenes: explicit scene ids (win over any split file).
-    split_file: a split file to read instead of ``<root>/scannetv2_<split>.txt``.
+    root: the ScanNet folder (holds ``scans/``, ``scans_test/``, the labels tsv, the split files).
+    splits: the splits of the run, e.g. ``[train, val]`` or ``[train, val, test]``; each names its split
+        file ``<split_dir>/scannetv2_<split>.txt``. The run's scenes are the union of the split files'
+        scenes, in the order of ``splits`` and then of each file (a scene listed twice keeps its first
+        split). Test scans live in ``scans_test/`` (see :meth:`scene_dir`).
+    scenes: explicit scene ids (win over the split files); each gets the split whose file lists it,
+        else the first of ``splits``.
+    split_dir: the folder holding the split files (default ``root``).
     frames_root: exported frames folder (default ``<root>/scannet_2d``).
     frame_stride: keep every k-th frame: of the exported frames (sorted by their number) for
         ``exported``, of the stream for ``sens`` (ScanNet's export is every 20th: ``frame_stride=20``
@@ -252,15 +257,16 @@ class ScanNetReader:
     def __init__(
         self,
         root: str,
-        split: str = "val",
+        splits: list[str] | str = ("val",),
         scenes: list[str] | None = None,
-        split_file: str | None = None,
+        split_dir: str | None = None,
         frames_root: str | None = None,
         frame_stride: int = 1,
         frames: str = "exported",
         labels_tsv: str | None = None,
         max_frames: int | None = None,
     ):
+        super().__init__()
         if root is None or str(root) in ("", "???"):
             raise ConfigError("dataset.root", "the ScanNet folder is not set: pass dataset.root=/path")
         if frames not in FRAME_MODES:
@@ -271,7 +277,12 @@ class ScanNetReader:
         if max_frames is not None and int(max_frames) < 1:
             raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
         self.root = Path(root)
-        self.split = str(split)
+        if isinstance(splits, str):  # dataset.splits=train,val from the command line
+            splits = splits.replace(",", " ").split()
+        self.splits = list(dict.fromkeys(str(s) for s in splits))
+        if not self.splits:
+            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.split_dir = Path(split_dir) if split_dir is not None else self.root
         self.frames = frames
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
@@ -280,19 +291,42 @@ class ScanNetReader:
         self._labels: LabelTable | None = None
         if isinstance(scenes, str):  # dataset.scenes=scene0000_00,scene0001_00 from the command line
             scenes = [s for s in scenes.replace(",", " ").split()]
-        if scenes is not None:
-            self.scene_ids = [str(s) for s in scenes]
-        else:
+        self._split_of = self._assign_splits(None if scenes is None else [str(s) for s in scenes])
+        self.scene_ids = list(self._split_of)
+
+    def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
+        """Scene id -> split, in run order: the split files' scenes, or ``scenes`` when given."""
+        listed: dict[str, str] = {}
+        for split in self.splits:
+            for scene_id in self.split_scenes(split, required=scenes is None) or []:
+                listed.setdefault(scene_id, split)
+        if scenes is None:
+            return listed
+        return {s: listed.get(s, self.splits[0]) for s in scenes}
+
+    def split_file(self, split: str) -> Path:
+        return self.split_dir / f"scannetv2_{split}.txt"
+
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
+        """The scenes the split file of ``split`` lists; None when it is missing and not ``required``.
+        DataError naming the root folder or the file when a required file is missing or empty."""
+        path = self.split_file(split)
+        if not path.is_file():
+            if not required:
+                return None
             if not self.root.is_dir():  # named first: the split file under it would be reported instead
                 raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
-            path = Path(split_file) if split_file is not None else self.root / f"scannetv2_{self.split}.txt"
-            if not path.is_file():
-                raise DataError(
-                    path, "split file not found (pass dataset.split_file=... or dataset.scenes=[...])"
-                )
-            self.scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-            if not self.scene_ids:
-                raise DataError(path, "split file lists no scenes")
+            raise DataError(path, "split file not found (pass dataset.split_dir=... or dataset.scenes=[...])")
+        scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if required and not scene_ids:
+            raise DataError(path, "split file lists no scenes")
+        return scene_ids
+
+    def split_of(self, scene_id: str) -> str:
+        try:
+            return self._split_of[scene_id]
+        except KeyError:
+            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
     # ------------------------------------------------------------------ paths
     def scene_dir(self, scene_id: str) -> Path:
@@ -333,6 +367,22 @@ class ScanNetReader:
                     files.extend(Path(e.path) for e in os.scandir(fd / sub) if e.is_file())
         return files
 
+    def scene_cost(self, scene_id: str) -> float:
+        """Thousands of mesh vertices (the ply header's count) plus the scene's frames (exported ones
+        listed, or the ``.sens`` header's count): both stages' work grows with them."""
+        d = self.scene_dir(scene_id)
+        counts, _, _ = read_ply_header(d / f"{scene_id}{PLY_SUFFIX}")
+        frames = 0
+        if self.frames == "exported" and (self.frames_dir(scene_id) / "pose").is_dir():
+            frames = sum(1 for _ in os.scandir(self.frames_dir(scene_id) / "pose")) // self.frame_stride
+        elif self.frames == "sens" and self.sens_path(scene_id).is_file():
+            from featurizer.dataset.sens import SensFile
+
+            frames = SensFile(self.sens_path(scene_id)).header_num_frames // self.frame_stride
+        if self.max_frames is not None:
+            frames = min(frames, self.max_frames)
+        return counts.get("vertex", 0) / 1000.0 + frames
+
     def gt_object_count(self, scene_id: str) -> int:
         """How many ground-truth objects the scene has (its aggregation's segGroups; 0 without one), read
         cheaply before long work (the annotation inputs' object ids are checked against it)."""
@@ -344,12 +394,6 @@ class ScanNetReader:
         return len(groups) if isinstance(groups, list) else 0
 
     # ------------------------------------------------------------------ checks
-    def check(self) -> None:
-        """Every check of :meth:`check_global` and :meth:`check_scene`; raises the first DataError."""
-        self.check_global()
-        for scene_id in self.scene_ids:
-            self.check_scene(scene_id)
-
     def check_global(self) -> None:
         """Checks of files shared by every scene: the labels tsv, when any scan has an aggregation."""
         if self.labels_tsv.is_file():
@@ -446,7 +490,7 @@ class ScanNetReader:
             axis_align=align,
             instances=instances,
             frames=frames,
-            split=self.split,
+            split=self.split_of(scene_id),
         )
         for note in notes + frame_notes:
             scene.warn(note)

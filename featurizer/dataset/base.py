@@ -1,0 +1,80 @@
+"""The dataset contract: a scene reader lists a dataset's scenes by split, checks them and reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from featurizer.errors import ConfigError
+from featurizer.scene import Scene
+
+
+class SceneReader:
+    """What every reader (``conf/dataset/*.yaml``) provides to run.py, the validation pass and the stages.
+
+    name: the dataset's tag in every output file name (``scannet`` -> ``scannet_<seg>_..._feats.pt``), as
+        Chat-Scene names its files; a subclass must set it (construction fails otherwise).
+    splits: the split names this reader covers, in order (``["val"]``, ``["train", "val"]``).
+    scene_ids: the scenes of the run, in order; run.py may narrow it (``on_bad_scene=skip``).
+
+    Order of use: construct (cheap, reads no scene and writes nothing), :meth:`prepare` once,
+    :meth:`check_global` and :meth:`check_scene` per scene (the validation pass), then :meth:`load`.
+    """
+
+    name: str = ""
+    splits: list[str]
+    scene_ids: list[str]
+
+    def __init__(self):
+        if not type(self).name:
+            raise ConfigError("dataset.name", f"{type(self).__name__} sets no 'name' (the tag of its output "
+                                              f"file names): give the class a name = '...' attribute")
+
+    @property
+    def split(self) -> str:
+        """The run's one split; ConfigError when the reader covers several (use :meth:`split_of`)."""
+        if len(self.splits) != 1:
+            raise ConfigError("dataset.splits", f"{len(self.splits)} splits {self.splits}: this step needs "
+                                                f"one; ask each scene's split with split_of(scene_id)")
+        return self.splits[0]
+
+    def split_of(self, scene_id: str) -> str:
+        """The split of ``scene_id`` (one of :attr:`splits`)."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """One-time work before any check or read (e.g. generating synthetic data); run.py calls it
+        once right after construction. Must be idempotent: a second call does nothing."""
+
+    def check_global(self) -> None:
+        """Cheap checks of what every scene shares (label table, folders); raises DataError."""
+
+    def check_scene(self, scene_id: str) -> int:
+        """Cheap checks of one scene's files, parsed as :meth:`load` parses them (DataError); returns
+        the scene's number of points (checked against the segmenter's files)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Every check of :meth:`check_global` and :meth:`check_scene`; raises the first DataError."""
+        self.check_global()
+        for scene_id in self.scene_ids:
+            self.check_scene(scene_id)
+
+    def load(self, scene_id: str) -> Scene:
+        """Read one scene (points, colours, alignment, ground-truth instances, frames), its ``split``
+        set to :meth:`split_of`."""
+        raise NotImplementedError
+
+    def input_files(self, scene_id: str, frames: bool = True) -> list[Path]:
+        """The files :meth:`load` reads for ``scene_id`` (fingerprinted by the stage cache,
+        :mod:`featurizer.store`); with ``frames`` False, only those the 3D stage needs (no frames)."""
+        raise NotImplementedError
+
+    def gt_object_count(self, scene_id: str) -> int:
+        """How many ground-truth objects the scene has, read cheaply before long work (0 without GT); the
+        annotation inputs' object ids are checked against it."""
+        raise NotImplementedError
+
+    def scene_cost(self, scene_id: str) -> float:
+        """A cheap estimate of the scene's work, comparable across scenes (header reads and folder listings
+        only); job shares are balanced by it (:mod:`featurizer.shards`). Default: every scene costs 1."""
+        return 1.0

@@ -1,0 +1,119 @@
+"""The reader contract (featurizer.dataset.base.SceneReader), splits, and the synthetic dataset's extras."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import CONF
+from featurizer.dataset.base import SceneReader
+from featurizer.dataset.scannet import ScanNetReader
+from featurizer.dataset.synthetic.generate import generate_scene
+from featurizer.dataset.synthetic.layout import write_labels_tsv
+from featurizer.errors import ConfigError
+
+CONTRACT = ["prepare", "check_global", "check_scene", "check", "load", "input_files", "split_of"]
+SMALL = ["dataset.num_scenes=3", "dataset.frames_per_scene=1", "dataset.image_size=[64,48]",
+         "dataset.num_objects=6"]
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_a_reader_without_a_name_is_refused_at_construction():
+    class Nameless(SceneReader):
+        pass
+
+    with pytest.raises(ConfigError, match="dataset.name.*Nameless"):
+        Nameless()
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "dataset").glob("*.yaml")))
+def test_every_dataset_option_provides_the_contract(option, tmp_path):
+    overrides = [f"dataset={option}", f"paths.data_dir={tmp_path}"]
+    if option == "scannet":  # a real ScanNet-layout folder with one val scene
+        generate_scene(tmp_path / "scannet", "scene0000_00", np.random.default_rng(1), num_frames=1,
+                       image_size=(64, 48), num_objects=3)
+        write_labels_tsv(tmp_path / "scannet" / "scannetv2-labels.combined.tsv")
+        (tmp_path / "scannet" / "scannetv2_val.txt").write_text("scene0000_00\n")
+        overrides.append(f"dataset.root={tmp_path / 'scannet'}")
+    else:
+        overrides += SMALL
+    cfg = _compose(overrides)
+    reader = instantiate(cfg.dataset)
+    assert isinstance(reader, SceneReader) and reader.name == "scannet"
+    for method in CONTRACT:
+        overridden = getattr(type(reader), method) is not getattr(SceneReader, method)
+        assert overridden or method in ("prepare", "check")
+    reader.prepare()
+    reader.check()
+    sid = reader.scene_ids[0]
+    scene = reader.load(sid)
+    assert scene.split == reader.split_of(sid) in reader.splits
+    assert reader.check_scene(sid) == len(scene.points)
+    assert all(p.is_file() for p in reader.input_files(sid, frames=True))
+    assert set(reader.input_files(sid, frames=False)) < set(reader.input_files(sid, frames=True))
+    assert "frames" in inspect.signature(reader.input_files).parameters
+
+
+@pytest.fixture(scope="module")
+def splits_root(tmp_path_factory):
+    """train: a, b; val: c, a (a listed twice); test: t (a test scan in scans_test/)."""
+    root = tmp_path_factory.mktemp("splits")
+    for name, ids in (("train", "a b"), ("val", "c a"), ("test", "t")):
+        (root / f"scannetv2_{name}.txt").write_text("\n".join(ids.split()) + "\n")
+    generate_scene(root, "t", np.random.default_rng(2), num_frames=1, image_size=(64, 48), num_objects=3,
+                   split="test")
+    return root
+
+
+def test_splits_union_in_split_then_file_order(splits_root):
+    r = ScanNetReader(str(splits_root), splits=["train", "val", "test"], frames="none")
+    assert r.scene_ids == ["a", "b", "c", "t"]
+    assert [r.split_of(s) for s in r.scene_ids] == ["train", "train", "val", "test"]
+    assert ScanNetReader(str(splits_root), splits=["val", "train"]).scene_ids == ["c", "a", "b"]
+    assert ScanNetReader(str(splits_root), splits="train,val").splits == ["train", "val"]
+    with pytest.raises(ConfigError, match="dataset.splits.*split_of"):
+        r.split  # noqa: B018
+    assert ScanNetReader(str(splits_root), splits=["val"]).split == "val"
+    with pytest.raises(ConfigError, match="dataset.scenes"):
+        r.split_of("zzz")
+
+
+def test_explicit_scenes_get_the_split_that_lists_them(splits_root):
+    r = ScanNetReader(str(splits_root), splits=["train", "val"], scenes=["c", "x", "a"])
+    assert r.scene_ids == ["c", "x", "a"]
+    assert [r.split_of(s) for s in r.scene_ids] == ["val", "train", "train"]  # x: no file lists it
+
+
+def test_a_test_split_scene_reads_from_scans_test(splits_root):
+    r = ScanNetReader(str(splits_root), splits=["test"], frames="none")
+    scene = r.load("t")
+    assert scene.split == "test" and scene.instances == []
+    assert r.scene_dir("t") == splits_root / "scans_test" / "t"
+
+
+def test_demo_mask3d_on_the_synthetic_export_segments_a_scene(tmp_path):
+    cfg = _compose([f"paths.data_dir={tmp_path}", "segmenter=mask3d",
+                    "segmenter.root=${dataset.root}/mask3d_export", *SMALL])
+    OmegaConf.resolve(cfg.dataset)
+    reader = instantiate(cfg.dataset)
+    reader.prepare()
+    root = reader.root
+    assert (root / "annotations").is_dir() and (root / "mask3d_export").is_dir()
+    segmenter = instantiate(cfg.segmenter)  # labels_tsv defaults to ${dataset.root}: found there
+    sid = [s for s in reader.scene_ids if reader.split_of(s) == segmenter.split][0]
+    segmenter.check_global()
+    gt = reader.load(sid)
+    gt_sets = {frozenset(i.point_ids.tolist()) for i in gt.instances}
+    scene = segmenter.segment(reader.load(sid))
+    assert len(scene.instances) >= 3
+    pred_sets = {frozenset(i.point_ids.tolist()) for i in scene.instances}
+    assert pred_sets != gt_sets and len(pred_sets - gt_sets) >= 1
