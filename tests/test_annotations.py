@@ -58,7 +58,7 @@ def world(tmp_path_factory):
         sp = split_of[scene.scene_id]
         gt[sp][scene.scene_id] = {"objects": [i.label for i in scene.instances],
                                   "locs": scene.instance_boxes()}
-        insts = Mask3DExport(str(export), split=sp).predict(scene)[:100]
+        insts = Mask3DExport(str(export), splits=[sp]).predict(scene)[:100]
         pred[sp][scene.scene_id] = {"objects": [i.label for i in insts],
                                     "locs": instance_boxes(insts, scene.aligned_points())}
     return {"root": root, "splits": splits, "gt": gt, "pred": pred, "prompts": load_prompts(),

@@ -109,7 +109,8 @@ def test_demo_mask3d_on_the_synthetic_export_segments_a_scene(tmp_path):
     root = reader.root
     assert (root / "annotations").is_dir() and (root / "mask3d_export").is_dir()
     segmenter = instantiate(cfg.segmenter)  # labels_tsv defaults to ${dataset.root}: found there
-    sid = [s for s in reader.scene_ids if reader.split_of(s) == segmenter.split][0]
+    assert segmenter.splits == ["train", "val"]
+    sid = [s for s in reader.scene_ids if reader.split_of(s) == "train"][0]  # found in train/
     segmenter.check_global()
     gt = reader.load(sid)
     gt_sets = {frozenset(i.point_ids.tolist()) for i in gt.instances}

@@ -73,7 +73,7 @@ def test_labels_tsv_maps_column0_to_column2(tmp_path):
 
 def test_mask3d_instances_sorted_thresholded_truncated(tmp_path):
     write_mask3d_export(tmp_path)
-    seg = Mask3DExport(str(tmp_path), split="val", labels_tsv=str(tmp_path / "scannetv2-labels.combined.tsv"),
+    seg = Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=str(tmp_path / "scannetv2-labels.combined.tsv"),
                        score_threshold=0.3, max_instances=3)
     scene = make_scene()
     with pytest.warns(UserWarning, match="empty mask"):
@@ -325,14 +325,19 @@ def test_option_files_instantiate(tmp_path, option, key, folder):
     from omegaconf import OmegaConf
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "segmenter" / f"{option}.yaml"
-    # default root: <paths.data_dir>/<folder>; labels tsv: the dataset root when the dataset has one
-    cfg = OmegaConf.create({"segmenter": OmegaConf.load(conf), "paths": {"data_dir": str(tmp_path)}})
+    # default root: <paths.data_dir>/<folder> (mask3d: the dataset's <root>/mask3d_export); labels tsv:
+    # the dataset root; split folders: the dataset's splits
+    dataset = {"root": str(tmp_path / "scannet"), "splits": ["train", "val"]}
+    cfg = OmegaConf.create({"segmenter": OmegaConf.load(conf), "paths": {"data_dir": str(tmp_path)},
+                            "dataset": dataset})
     seg = instantiate(cfg.segmenter)
-    assert Path(seg.root) == tmp_path / folder and seg.max_instances == 100
+    default = tmp_path / "scannet" / folder if option == "mask3d" else tmp_path / folder
+    assert Path(seg.root) == default and seg.max_instances == 100
     if option == "mask3d":
-        assert seg.labels_tsv is None and seg.split == "val" and seg.score_threshold == 0.0
-    # a paths.<key> entry (conf/local) and dataset.root take precedence
-    cfg = OmegaConf.create({"segmenter": OmegaConf.load(conf), "dataset": {"root": str(tmp_path / "scannet")},
+        assert seg.labels_tsv == tmp_path / "scannet" and seg.splits == ["train", "val"]
+        assert seg.score_threshold == 0.0
+    # a paths.<key> entry (conf/local) takes precedence
+    cfg = OmegaConf.create({"segmenter": OmegaConf.load(conf), "dataset": dataset,
                             "paths": {"data_dir": "/nowhere", key: str(tmp_path / "x")}})
     seg = instantiate(cfg.segmenter)
     assert Path(seg.root) == tmp_path / "x"

@@ -26,7 +26,8 @@ def find_misses(builders, root: Path, attributes: dict, gt_attributes: dict, sce
     misses, seen = [], set()
     for builder in builders:
         for split in builder.splits:
-            if split not in set(scene_splits.values()) or not builder.split_inputs(Path(root), split)[0].is_file():
+            inputs = builder.split_inputs(Path(root), split)  # none: a builder of attributes only (obj_align)
+            if split not in set(scene_splits.values()) or not inputs or not inputs[0].is_file():
                 continue
             _, records = builder.read(Path(root), split)
             for _, record in records:

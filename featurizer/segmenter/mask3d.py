@@ -62,7 +62,8 @@ class Mask3DExport(Segmenter):
     """Instances of Mask3D's raw export, sorted by score (descending, stable) and thresholded.
 
     root: the export folder holding ``<split>/``.
-    split: the subfolder (``val``, ``train``, ``test``).
+    splits: the subfolders (``val``, ``train``, ``test``) searched for a scene's ``<scene>.txt``, in order:
+        a run over several splits finds each scene in its own (default: the dataset's splits).
     labels_tsv: ``scannetv2-labels.combined.tsv``, or a folder holding it (e.g. the dataset root);
         None looks for it in ``root`` and then in ``root``'s parent.
     score_threshold: keep instances with ``score >= score_threshold``.
@@ -77,7 +78,7 @@ class Mask3DExport(Segmenter):
     def __init__(
         self,
         root: str,
-        split: str = "val",
+        splits: list[str] | str = ("val",),
         labels_tsv: str | None = None,
         score_threshold: float = 0.0,
         max_instances: int | None = 100,
@@ -88,17 +89,17 @@ class Mask3DExport(Segmenter):
         if max_instances is not None and max_instances < 0:
             raise ConfigError("segmenter.max_instances", f"must be >= 0 or null, got {max_instances}")
         self.root = Path(root)
-        self.split = split
+        self.splits = [splits] if isinstance(splits, str) else [str(x) for x in splits]
+        if not self.splits:
+            raise ConfigError("segmenter.splits", "empty: name the export's split folder(s)")
         self.labels_tsv = None if labels_tsv is None else Path(labels_tsv)
         self.score_threshold = float(score_threshold)
         self._names: dict[int, str] | None = None
 
-    @property
-    def export_dir(self) -> Path:
-        return self.root / self.split
-
     def scene_file(self, scene_id: str) -> Path:
-        return self.export_dir / f"{scene_id}.txt"
+        """``<root>/<split>/<scene>.txt`` of the first split folder holding it (else of the first split)."""
+        files = [self.root / split / f"{scene_id}.txt" for split in self.splits]
+        return next((f for f in files if f.is_file()), files[0])
 
     def labels_path(self) -> Path:
         """The labels tsv this segmenter uses (raises ConfigError when none can be found)."""
@@ -122,8 +123,8 @@ class Mask3DExport(Segmenter):
         return self._names
 
     def check(self, scene_ids: list[str]) -> None:
-        self.check_scene_files(self.export_dir, scene_ids, "Mask3D export")
-        self.class_names()
+        self.check_global()
+        self.check_scene_files(self.root, scene_ids, "Mask3D export")
 
     def input_files(self, scene_id: str) -> list[Path]:
         """The scene's prediction list, every mask file it names, and the labels tsv."""
@@ -132,7 +133,8 @@ class Mask3DExport(Segmenter):
         return [txt, self.labels_path(), *masks]
 
     def check_global(self) -> None:
-        self.check_folder(self.export_dir, "Mask3D export")
+        for split in self.splits:
+            self.check_folder(self.root / split, "Mask3D export")
         self.class_names()
 
     def check_scene(self, scene_id: str, num_points: int) -> None:
@@ -160,7 +162,7 @@ class Mask3DExport(Segmenter):
             if not np.isfinite(score):
                 raise DataError(txt, f"line {lineno}: non-finite score {parts[2]}")
             mask = Path(parts[0])
-            out.append((mask if mask.is_absolute() else self.export_dir / mask, class_id, score))
+            out.append((mask if mask.is_absolute() else txt.parent / mask, class_id, score))
         return out
 
     def read_instances(self, scene_id: str, num_points: int) -> tuple[list[Instance], list[str]]:
