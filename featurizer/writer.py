@@ -58,11 +58,6 @@ class OutputNames:
     def feats2d(self, with_test: bool = False) -> str:
         return f"{self.dataset}_{self.segmenter}_videofeats{'_all' if with_test else ''}.pt"
 
-    @property
-    def records(self) -> str:
-        """The records of this instance set (``records.json``; ``records_gt.json`` for the extra GT set)."""
-        return "records.json" if not self.ground_truth or self.segmenter == "gt" else "records_gt.json"
-
 
 class ShardWriter(BasePredictionWriter):
     """Saves each scene's freshly computed stage shards at the end of its predict batch.
@@ -208,7 +203,9 @@ def merge(store: StageStore, output_dir: Path, scene_ids: list[str], split_of: d
         "files": files,
     }
     summary["timings"]["started_at"] = started_at
-    atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / names.records)
+    records_file = "records.json" if primary else f"records_{names.segmenter}.json"
+    atomic_write_text(json.dumps(records, indent=1, sort_keys=True), output_dir / records_file)
+    files["records"] = records_file
     return RunResult(summary, records, feats3d, feats2d if has_2d else None, attributes, gt_attributes or None,
                      {s: split_of[s] for s in scene_ids})
 
@@ -228,8 +225,7 @@ def _write_files(output_dir: Path, names: OutputNames, scene_ids: list[str], spl
         return {k: v for k, v in feats.items() if k.rsplit("_", 1)[0] in scenes}
 
     files: dict = {"feats3d": None, "feats2d": None, "feats3d_all": None, "feats2d_all": None,
-                   "attributes": {}, "gt_attributes": {}, "pcd_all": "pcd_all" if primary else None,
-                   "records": names.records}
+                   "attributes": {}, "gt_attributes": {}, "pcd_all": "pcd_all" if primary else None}
     for feats, role in ((feats3d, "feats3d"), (feats2d, "feats2d")):
         if feats is None:
             continue

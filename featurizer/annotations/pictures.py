@@ -70,7 +70,7 @@ def draw_miss(out_png: Path, points: np.ndarray, colors: np.ndarray, gt_loc, pre
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     order = np.argsort(points[:, 2])  # higher points drawn last: the view from above
-    ax.scatter(points[order, 0], points[order, 1], c=colors[order] / 255.0, s=1.0, linewidths=0)
+    ax.scatter(points[order, 0], points[order, 1], c=colors[order] / 255.0, s=3.0, linewidths=0)
     for loc, color, style, label in ((gt_loc, "#1a9850", "-", f"GT {miss['gt_id']}: {gt_label}"),
                                      (pred_loc, "#d73027", "--",
                                       f"best prediction {miss['pred_id']}: {pred_label} (IoU {miss['iou']:.2f})")):
