@@ -20,7 +20,7 @@ import torch
 
 from featurizer.dataset.frames import describe_skipped, read_frame_checked
 from featurizer.fusion.base import Fusion, PointInstanceIndex, ViewBatch
-from featurizer.geometry import VoxelCuller
+from featurizer.geometry.mapping import VoxelCuller
 from featurizer.scene import Scene
 
 log = logging.getLogger(__name__)

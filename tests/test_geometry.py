@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from featurizer import kernels
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
-from featurizer.geometry import (box_sums, convex_hull, grouped_hull_area2, polygon_area,
-                                 project_points)
+from featurizer.geometry import backend as geometry_backend
+from featurizer.geometry.hulls import convex_hull, grouped_hull_area2, polygon_area
+from featurizer.geometry.mapping import project_points
+from featurizer.geometry.pooling import box_sums
 
 W, H = 64, 48
-# the torch code and the compiled CPU kernels (featurizer.kernels) must give the same numbers
-BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not kernels.available(),
+# the torch code and the compiled CPU kernels (featurizer.geometry) must give the same numbers
+BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not geometry_backend.available(),
                                                                      reason="numba is not installed"))]
 
 
@@ -196,7 +197,7 @@ def test_box_sums_match_slices():
 @pytest.mark.parametrize("mode,tol", [("relative", 0.25), ("absolute", 0.05)])
 def test_voxel_culling_keeps_every_visible_point(mode, tol):
     from featurizer.dataset.render import render_mesh
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(5)
     verts, faces, points = [], [], []
@@ -236,7 +237,7 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, back
     on the tolerance edge), pixels on the border edges, invalid depth, a non-finite pose, a NaN depth
     pixel, a camera inside the cloud (voxels straddling z = 0); entries in the same order (frame,
     then culling order) with either backend."""
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-2, 2, size=(30, 3))
@@ -284,7 +285,7 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, back
 
 
 def test_unknown_backend_is_refused():
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     g = torch.zeros(3, dtype=torch.int64)
     with pytest.raises(ConfigError, match="backend"):
@@ -294,10 +295,10 @@ def test_unknown_backend_is_refused():
                                                backend="fast")
 
 
-@pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+@pytest.mark.skipif(not geometry_backend.available(), reason="numba is not installed")
 @pytest.mark.parametrize("voxel_points,coarse", [(16, 4), (4, 2), (64, 3)])
 def test_compiled_voxel_build_equals_torch(voxel_points, coarse):
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(voxel_points)
     pts = np.concatenate([rng.normal(size=(3000, 3)) * [2.0, 1.0, 0.5], rng.uniform(-3, 3, size=(500, 3)),

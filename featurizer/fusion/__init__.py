@@ -7,5 +7,5 @@
 - ``topk_views.TopKViews``: mask pooling over the k views that see the most points.
 - ``crop_encode.CropEncode``: global embeddings of multi-scale crops in the k best views.
 
-All consume the same depth-tested mapping (``featurizer.geometry``) through ``base.ViewBatch``.
+All consume the same depth-tested mapping (``featurizer.geometry.mapping``) through ``base.ViewBatch``.
 """

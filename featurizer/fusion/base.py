@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from featurizer.errors import ConfigError, DataError
-from featurizer.geometry import check_mapping_options
+from featurizer.geometry.mapping import check_mapping_options
 
 # A function that re-reads frames: positions in scene.frames -> batches of (positions, colour (B, H, W, 3) uint8)
 FrameReader = Callable[[list[int]], Iterator[tuple[list[int], torch.Tensor]]]
@@ -145,7 +145,7 @@ class Fusion:
     def start(self, num_instances: int, encoder2d, device: torch.device | str = "cpu",
               instance_sizes: torch.Tensor | None = None, backend: str = "auto") -> None:
         """Reset the state for a new scene of ``num_instances`` instances. backend: the geometry code
-        (``auto``, ``torch`` or ``numba``, see :func:`featurizer.geometry.grouped_hull_area2`)."""
+        (``auto``, ``torch`` or ``numba``, see :func:`featurizer.geometry.hulls.grouped_hull_area2`)."""
         self.backend = backend
         self.num_instances = int(num_instances)
         self.encoder2d = encoder2d

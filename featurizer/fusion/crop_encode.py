@@ -19,7 +19,7 @@ import torch
 from featurizer.errors import ConfigError
 from featurizer.fusion.base import Fusion, ViewBatch
 from featurizer.fusion.topk_views import key_positions, merge_topk, ranking_key
-from featurizer.geometry import group_boxes
+from featurizer.geometry.pooling import group_boxes
 
 
 def crop_boxes(box: tuple[int, int, int, int], levels: int, expansion: float,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import cell_rects
+from featurizer.geometry.pooling import cell_rects
 
 
 def point_weighted_sums(fusion: Fusion, batch: ViewBatch, counts: torch.Tensor):

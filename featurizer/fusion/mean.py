@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import box_sums, cell_rects, group_boxes
+from featurizer.geometry.pooling import box_sums, cell_rects, group_boxes
 
 
 class MeanFusion(Fusion):

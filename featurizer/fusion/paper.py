@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import convex_hull, grouped_hull_area2
+from featurizer.geometry.hulls import convex_hull, grouped_hull_area2
 
 
 class PaperFusion(Fusion):
