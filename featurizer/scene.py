@@ -161,10 +161,6 @@ class Scene:
     def keys(self) -> list[str]:
         return [object_key(self.scene_id, i) for i in range(len(self.instances))]
 
-    def instance_boxes(self, aligned: np.ndarray | None = None) -> np.ndarray:
-        """(I, 6) float32 aligned boxes ``(center xyz, size xyz)`` in instance order."""
-        return instance_boxes(self.instances, self.aligned_points() if aligned is None else aligned)
-
     def warn(self, message: str) -> None:
         """Record a data problem in ``notes`` and emit it as a warning."""
         self.notes.append(message)

@@ -14,6 +14,7 @@ from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader, read_ply_header
 from featurizer.dataset.synthetic import RAW_LABELS, generate_dataset, generate_scene, write_labels_tsv
 from featurizer.errors import ConfigError, DataError
+from featurizer.scene import instance_boxes
 
 SID = "scene0000_00"
 
@@ -65,7 +66,7 @@ def test_gt_instances(dataset):
     mapped = [(g["raw_label"], i.label) for g, i in zip(groups, s.instances) if g["raw_label"] != i.label]
     assert mapped, "expected at least one raw label mapped to another category"
     # boxes of the reader's instances = min/max of the generator's aligned vertices
-    boxes = s.instance_boxes()
+    boxes = instance_boxes(s.instances, s.aligned_points())
     for box, g in zip(boxes, groups):
         v = gt["vertices_aligned"][g["point_ids"]]
         np.testing.assert_allclose(box[:3], (v.min(0) + v.max(0)) / 2, atol=1e-4)

@@ -19,9 +19,9 @@ from featurizer.fusion.mask_pool import MaskPool
 from featurizer.fusion.mean import MeanFusion
 from featurizer.fusion.paper import PaperFusion
 from featurizer.fusion.topk_views import TopKViews
-from featurizer.geometry.mapping import project_points
 from featurizer.scene import Frame, Instance, Scene
 from featurizer.stage2d import run_2d
+from reference_mapping import project_points
 
 DIM = 8
 

@@ -38,7 +38,6 @@ from featurizer.errors import ConfigError
 from featurizer.geometry.backend import njit, use_kernels
 
 DEPTH_MODES = ("relative", "absolute")
-_CHUNK_ELEMENTS = 1 << 22  # frames x points handled at once (bounds the float64 temporaries)
 
 
 def check_mapping_options(depth_mode: str, depth_tol: float, border: int, option: str = "fusion") -> None:
@@ -57,7 +56,7 @@ class Mapping:
 
     point_ids: (M,) int64 indices into the projected points; u, v: (M,) int64 pixel column / row;
     offsets: (F + 1,) int64, frame f's entries are ``[offsets[f], offsets[f + 1])``.
-    Within a frame, entries are in increasing point order (or candidate order, see ``project_points``).
+    Within a frame, entries are in increasing point order (or culling order, see :meth:`VoxelCuller.project`).
     """
 
     point_ids: torch.Tensor
@@ -81,12 +80,6 @@ class Mapping:
         frames = torch.arange(self.num_frames, device=self.offsets.device)
         return torch.repeat_interleave(frames, self.counts())
 
-    def frame(self, f: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(point_ids, u, v) of frame ``f``, each (M_f,)."""
-        a, b = int(self.offsets[f]), int(self.offsets[f + 1])
-        return self.point_ids[a:b], self.u[a:b], self.v[a:b]
-
-
 def _camera_params(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch's float64 world-to-camera (F, 4, 4), intrinsics (F, 3, 3), ``fx, fy, cx, cy`` (F, 4) and
     finite (F,) bool. A frame whose pose has a non-finite entry gets the identity here (every path then
@@ -101,77 +94,6 @@ def _camera_params(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tenso
         poses = torch.where(finite[:, None, None], poses, torch.eye(4, dtype=torch.float64, device=device))
     k4 = torch.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1)
     return torch.linalg.inv(poses), k, k4, finite
-
-
-def project_points(
-    points: torch.Tensor | np.ndarray,
-    poses: torch.Tensor | np.ndarray,
-    intrinsics: torch.Tensor | np.ndarray,
-    depths: torch.Tensor | np.ndarray,
-    *,
-    depth_mode: str = "relative",
-    depth_tol: float = 0.25,
-    border: int = 10,
-    candidates: torch.Tensor | None = None,
-) -> Mapping:
-    """Depth-tested projection of points into a batch of frames of one size.
-
-    points: (N, 3) raw mesh-frame coordinates. poses: (F, 4, 4) camera-to-world.
-    intrinsics: (F, 3, 3) pinhole matrices at the frames' size. depths: (F, H, W) metres, 0 = invalid.
-    candidates: optional, the only points tested in each frame (the others are not visible): an
-    (F, N) bool mask or a list of F (M_f,) int64 id tensors (e.g. :meth:`VoxelCuller.candidates`);
-    a conservative culling leaves the result unchanged, but entries then come in candidate order.
-    Frames whose pose has a non-finite entry get no visible point (with a warning).
-    Computed on ``depths``' device. Returns a :class:`Mapping`.
-    """
-    check_mapping_options(depth_mode, depth_tol, border)
-    depths = torch.as_tensor(depths)
-    device = depths.device
-    if depths.dim() == 2:
-        depths = depths[None]
-    num_frames, height, width = depths.shape
-    pts = torch.as_tensor(points, device=device).to(torch.float64).reshape(-1, 3)
-    _check_batch(poses, intrinsics, num_frames)
-    world_to_cam, k, _, finite = _camera_params(poses, intrinsics, device)
-    if candidates is not None:
-        if isinstance(candidates, torch.Tensor):
-            candidates = [torch.nonzero(c).flatten() for c in candidates.to(device)]
-        return _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode,
-                               float(depth_tol), int(border))
-    n = len(pts)
-    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    ids, us, vs, counts = [], [], [], []
-    border = int(border)
-    for f0 in range(0, num_frames, chunk):
-        f1 = min(num_frames, f0 + chunk)
-        x, y, z = _to_camera(pts, world_to_cam[f0:f1, None])  # (f, N) each
-        fx, fy = k[f0:f1, 0, 0, None], k[f0:f1, 1, 1, None]
-        cx, cy = k[f0:f1, 0, 2, None], k[f0:f1, 1, 2, None]
-        u = torch.round(fx * x / z + cx)
-        v = torch.round(fy * y / z + cy)
-        keep = (z > 0) & (u >= border) & (u < width - border) & (v >= border) & (v < height - border)
-        keep &= finite[f0:f1, None]
-        fi, pi = torch.nonzero(keep, as_tuple=True)  # row-major: frame, then point order
-        ui, vi = u[fi, pi].long(), v[fi, pi].long()
-        d = depths[f0 + fi, vi, ui].to(torch.float64)
-        zi = z[fi, pi]
-        tol = depth_tol * d if depth_mode == "relative" else torch.full_like(d, float(depth_tol))
-        ok = (d > 0) & ((d - zi).abs() <= tol)
-        fi, pi, ui, vi = fi[ok], pi[ok], ui[ok], vi[ok]
-        ids.append(pi)
-        us.append(ui)
-        vs.append(vi)
-        counts.append(torch.bincount(fi, minlength=f1 - f0))
-    offsets = torch.zeros(num_frames + 1, dtype=torch.int64, device=device)
-    if counts:
-        offsets[1:] = torch.cumsum(torch.cat(counts), 0)
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    return Mapping(
-        point_ids=torch.cat(ids) if ids else empty,
-        u=torch.cat(us) if us else empty,
-        v=torch.cat(vs) if vs else empty,
-        offsets=offsets,
-    )
 
 
 def _to_camera(pts: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -239,17 +161,6 @@ def _mapping_from_pairs(sel, ids, u, v, starts, device) -> Mapping:
     bounds = torch.tensor(starts, dtype=torch.int64, device=device)
     offsets = torch.searchsorted(sel, bounds)
     return Mapping(ids, u, v, offsets)
-
-
-def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode, depth_tol, border) -> Mapping:
-    device = pts.device
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    sels = [candidates[f].to(device) if bool(finite[f]) else empty for f in range(len(depths))]
-    counts = [len(s) for s in sels]
-    ids = torch.cat(sels) if sels else empty
-    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
-    sel, u, v = _pairs_visible(pts[ids], starts, world_to_cam, k, depths, depth_mode, depth_tol, border)
-    return _mapping_from_pairs(sel, ids[sel], u, v, starts, device)
 
 
 class _DepthPyramid:
@@ -472,20 +383,10 @@ class VoxelCuller:
         starts = [0] + torch.cumsum(per_frame, 0).tolist()
         return pos, starts
 
-    def candidates(self, poses, intrinsics, image_size: tuple[int, int], border: int = 0,
-                   depths: torch.Tensor | None = None, depth_mode: str = "relative",
-                   depth_tol: float = 0.25) -> list[torch.Tensor]:
-        """Per frame, the (M_f,) int64 ids of the points whose voxel may be in the frustum and, given
-        the (F, H, W) depth maps, may pass the depth test (see :func:`_boxes_may_be_visible`)."""
-        w2c, _, intr4, finite = _camera_params(poses, intrinsics, self.points.device)
-        pos, starts = self._pairs(w2c, intr4, finite, image_size, border, depths, depth_mode, depth_tol)
-        ids = self.order[pos]
-        return [ids[starts[f]:starts[f + 1]] for f in range(len(starts) - 1)]
-
     def project(self, poses, intrinsics, depths: torch.Tensor, *, depth_mode: str = "relative",
                 depth_tol: float = 0.25, border: int = 10, backend: str = "auto") -> Mapping:
-        """The exact depth-tested mapping of the culler's points, as :func:`project_points` gives it
-        (entries in culling order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
+        """The exact depth-tested mapping of the culler's points (DESIGN.md section 5; entries in culling
+        order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
         (F, H, W) metres. Point ids index the ``points`` the culler was built from.
 
         backend: ``auto`` (the compiled kernels below on CPU when numba is
