@@ -511,3 +511,37 @@ def test_point_instance_index_handles_overlaps_and_bad_ids():
 
     with pytest.raises(DataError, match="instance 1"):
         PointInstanceIndex([np.array([0]), np.array([7])], 6, where="scene0000_00")
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_traces_describe_the_views_used(scene, name):
+    """Each strategy's typed traces (featurizer.viz's pictures): one per frame that sees the instance,
+    the kept ones are the views the record counts, with a pooled region inside the frame."""
+    from featurizer.fusion.base import ViewTrace
+    from featurizer.viz import trace_instance
+
+    i = 3
+    traces, record = trace_instance(scene, i, ProcessorFake(), STRATEGIES[name](), frame_batch=4)
+    assert traces and all(isinstance(t, ViewTrace) for t in traces)
+    assert [t.position for t in traces] == sorted(t.position for t in traces)
+    kept = [t for t in traces if t.kept]
+    assert len(kept) == record["views"] >= 1
+    for t in traces:
+        assert len(t.u) == len(t.v) > 0 and t.note
+        assert (t.weight > 0) == t.kept
+        regions = np.asarray(t.regions).reshape(-1, 4)
+        if t.kept:
+            assert len(regions) >= 1
+            assert (regions[:, :2] >= 0).all() and (regions[:, 2:] <= (640, 480)).all()
+            assert (regions[:, 2] > regions[:, 0]).all() and (regions[:, 3] > regions[:, 1]).all()
+        if t.kept and t.region_weights is not None:  # mask pooling: the points pooled in each cell
+            assert len(t.region_weights) == len(regions) and float(np.sum(t.region_weights)) == t.weight
+    if name == "paper":  # the weight is the area of the hull of the view's pixels
+        for t in kept:
+            area, _ = _gift_wrap_area(list(zip(t.v.tolist(), t.u.tolist())))
+            assert t.weight == area and len(t.hull) >= 3
+    if name in ("topk_views", "crop_encode"):  # the chosen views, and only those
+        topk = TopKViews(k=STRATEGIES[name]().k)
+        run_2d(Scene(scene.scene_id, scene.points, scene.colors, instances=[scene.instances[i]],
+                     frames=scene.frames), ProcessorFake(), topk, frame_batch=4)
+        assert sorted(t.position for t in kept) == sorted(topk.chosen_frames()[0])
