@@ -36,7 +36,7 @@ class Stage2DResult:
     features: dict[int, torch.Tensor]
     records: dict[int, dict]
     timings: dict[str, float] = field(default_factory=dict)
-    skipped_frames: dict[int, str] = field(default_factory=dict)  # frame index -> why it was not used
+    skipped_frames: dict[int, str] = field(default_factory=dict)  # frame number -> why it was not used
 
 
 class Stopwatch:
@@ -174,7 +174,7 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     skipped: dict[int, str] = {}
     loader = watch.iterate(_loader(frames, batches, num_workers), "decode")
     for n_batch, (pos, colors, depths, bad) in enumerate(loader):
-        skipped.update({frames[p].index: reason for p, reason in bad.items()})
+        skipped.update({frames[p].number: reason for p, reason in bad.items()})
         if not pos:
             continue
         tokens = None

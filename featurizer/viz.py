@@ -91,7 +91,7 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
             ax.add_patch(Polygon(t.hull, closed=True, fill=False, ec="yellow", lw=1.5))
         share = t.weight / total if t.kept else 0.0
         state = f"weight {share:.2f}" if t.kept else "not kept"
-        ax.set_title(f"frame {frame.index}: {len(t.u)} visible points, {state}\n{t.note}",
+        ax.set_title(f"frame {frame.number}: {len(t.u)} visible points, {state}\n{t.note}",
                      fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)

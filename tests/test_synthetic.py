@@ -274,7 +274,7 @@ def test_synthetic_dataset_generates_once_atomically(tmp_path):
     assert other.dataset_root != root
     ds.check()
     s = ds.load("scene0001_00")
-    assert len(s.frames) == 2 and s.frames[1].index == 20 and s.frames[0].image_size == (64, 48)
+    assert len(s.frames) == 2 and s.frames[1].number == 20 and s.frames[0].image_size == (64, 48)
     labels = [i.label for i in s.instances]
     assert labels[-5:] == ["wall"] * 4 + ["floor"] and len(set(labels[:-5])) >= 8
     assert set(labels) <= {cat for cat, _, _ in RAW_LABELS.values()}

@@ -632,7 +632,7 @@ class ScanNetReader:
                 continue
             frames.append(
                 Frame(
-                    index=k,
+                    number=k,
                     pose=pose,
                     intrinsics=k_mat,
                     image_size=size,

@@ -46,7 +46,7 @@ def pad_square(image: np.ndarray, value: int = 0) -> np.ndarray:
     return out
 
 
-class CropEncode(Fusion):
+class CropEncodeFusion(Fusion):
     """Average of the global embeddings of multi-scale square crops of the instance in its k best views."""
 
     name = "crop_encode"

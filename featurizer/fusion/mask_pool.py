@@ -55,7 +55,7 @@ def describe_mask_view(fusion: Fusion, trace: ViewTrace, weights: torch.Tensor, 
                    regions=cell_rects(region, (rows, cols), cells // cols, cells % cols))
 
 
-class MaskPool(Fusion):
+class MaskPoolFusion(Fusion):
     """Point-count-weighted patch tokens, views weighted by their pooled points (the default)."""
 
     name = "mask_pool"

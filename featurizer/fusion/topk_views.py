@@ -47,7 +47,7 @@ def key_positions(key: torch.Tensor) -> torch.Tensor:
     return (1 << _POS_BITS) - 1 - (key & ((1 << _POS_BITS) - 1))
 
 
-class TopKViews(Fusion):
+class TopKViewsFusion(Fusion):
     """Mask pooling over the ``k`` views with the most visible points of the instance."""
 
     name = "topk_views"
