@@ -68,7 +68,8 @@ class Instance:
 class Frame:
     """One RGB-D frame of a scene.
 
-    index: frame number in the stream (the ``<k>`` of ``color/<k>.jpg``).
+    number: the frame's number in the stream (the ``<k>`` of ``color/<k>.jpg``; its position in
+        ``scene.frames`` and its slot in a batch of the 2D stage are other numbers).
     pose: (4, 4) float64 camera-to-world, in the raw mesh frame.
     intrinsics: (3, 3) float64 pinhole intrinsics of the colour/depth pair *at* ``image_size``.
     image_size: (width, height) of the images as read (colour and depth share it).
@@ -78,7 +79,7 @@ class Frame:
         for streams that are not files per frame (``.sens``).
     """
 
-    index: int
+    number: int
     pose: np.ndarray
     intrinsics: np.ndarray
     image_size: tuple[int, int] = (640, 480)
@@ -107,7 +108,7 @@ class Frame:
         from PIL import Image
 
         if self.color_path is None or self.depth_path is None:
-            raise ValueError(f"frame {self.index} has neither image paths nor a source")
+            raise ValueError(f"frame {self.number} has neither image paths nor a source")
         with Image.open(self.color_path) as im:
             im = im.convert("RGB")
             if im.size != self.image_size:
@@ -161,10 +162,6 @@ class Scene:
     def keys(self) -> list[str]:
         return [object_key(self.scene_id, i) for i in range(len(self.instances))]
 
-    def instance_boxes(self, aligned: np.ndarray | None = None) -> np.ndarray:
-        """(I, 6) float32 aligned boxes ``(center xyz, size xyz)`` in instance order."""
-        return instance_boxes(self.instances, self.aligned_points() if aligned is None else aligned)
-
     def warn(self, message: str) -> None:
         """Record a data problem in ``notes`` and emit it as a warning."""
         self.notes.append(message)
@@ -172,7 +169,7 @@ class Scene:
 
     def drop_non_finite_poses(self) -> None:
         """Skip frames whose pose has a non-finite entry (real ScanNet has ``-inf`` poses)."""
-        bad = [f.index for f in self.frames if not f.pose_is_finite]
+        bad = [f.number for f in self.frames if not f.pose_is_finite]
         if bad:
             self.frames = [f for f in self.frames if f.pose_is_finite]
             shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from featurizer.dataset.frames import describe_skipped, read_frame_checked
 from featurizer.fusion.base import Fusion, PointInstanceIndex, ViewBatch
-from featurizer.geometry import VoxelCuller
+from featurizer.geometry.mapping import VoxelCuller
 from featurizer.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,60 @@ class Stage2DResult:
     features: dict[int, torch.Tensor]
     records: dict[int, dict]
     timings: dict[str, float] = field(default_factory=dict)
-    skipped_frames: dict[int, str] = field(default_factory=dict)  # frame index -> why it was not used
+    skipped_frames: dict[int, str] = field(default_factory=dict)  # frame number -> why it was not used
+
+
+class Stopwatch:
+    """Seconds per named section. A section entered inside another pauses the outer one, so every
+    second is counted once, in the innermost section (e.g. frames re-read while fusing count as decode)."""
+
+    def __init__(self, *names: str):
+        self.seconds = dict.fromkeys(names, 0.0)
+        self._open: list[str] = []
+        self._since = 0.0
+
+    @contextmanager
+    def __call__(self, name: str):
+        self._switch()
+        self._open.append(name)
+        try:
+            yield
+        finally:
+            self._switch()
+            self._open.pop()
+
+    def _switch(self) -> None:
+        now = time.perf_counter()
+        if self._open:
+            self.seconds[self._open[-1]] += now - self._since
+        self._since = now
+
+    def iterate(self, items, name: str):
+        """Yield from ``items``, timing each step of the iteration as ``name``."""
+        it = iter(items)
+        while True:
+            with self(name):
+                item = next(it, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+
+
+class _TimedEncoder:
+    """The 2D encoder as a fusion strategy sees it: calls to ``embed`` are timed as ``encode``."""
+
+    def __init__(self, encoder, watch: Stopwatch):
+        self._encoder, self._watch = encoder, watch
+
+    def __getattr__(self, name: str):
+        return getattr(self._encoder, name)
+
+    def embed(self, *args, **kwargs):
+        with self._watch("encode"):
+            return self._encoder.embed(*args, **kwargs)
 
 
 class _Frames(torch.utils.data.Dataset):
@@ -97,11 +151,11 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     else torch), ``torch`` or ``numba``; the features are the same.
     """
     device = torch.device(device)
-    timings = {"decode": 0.0, "encode": 0.0, "map": 0.0, "fuse": 0.0}
-    t_index = time.perf_counter()
-    index = PointInstanceIndex.from_scene(scene)  # per-scene setup, counted as mapping time
-    timings["map"] += time.perf_counter() - t_index
-    fusion.start(len(scene.instances), encoder2d, device, instance_sizes=index.sizes, backend=backend)
+    watch = Stopwatch("decode", "encode", "map", "fuse")
+    with watch("map"):  # per-scene setup, counted as mapping time
+        index = PointInstanceIndex.from_scene(scene)
+    fusion.start(len(scene.instances), _TimedEncoder(encoder2d, watch), device, instance_sizes=index.sizes,
+                 backend=backend)
     frames = scene.frames
     positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
     if len(positions) < len(frames):
@@ -109,66 +163,51 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
                       stacklevel=2)
     if not scene.instances or not positions or len(index.points) == 0:
         features, records = fusion.finish(None)
-        return Stage2DResult(features, records, timings)
+        return Stage2DResult(features, records, watch.seconds)
 
-    t_setup = time.perf_counter()
-    points = torch.from_numpy(scene.points[index.points.numpy()]).to(device)
-    index.to(device)
-    culler = VoxelCuller(points, backend=backend)  # voxels: conservative culling before the exact mapping
-    timings["map"] += time.perf_counter() - t_setup
+    with watch("map"):
+        points = torch.from_numpy(scene.points[index.points.numpy()]).to(device)
+        index.to(device)
+        culler = VoxelCuller(points, backend=backend)  # voxels: conservative culling before the exact mapping
     opts = fusion.mapping_options
     batches = _batches(frames, positions, frame_batch)
-    loader = _loader(frames, batches, num_workers)
-    t_wait = time.perf_counter()
     skipped: dict[int, str] = {}
+    loader = watch.iterate(_loader(frames, batches, num_workers), "decode")
     for n_batch, (pos, colors, depths, bad) in enumerate(loader):
-        timings["decode"] += time.perf_counter() - t_wait
-        skipped.update({frames[p].index: reason for p, reason in bad.items()})
+        skipped.update({frames[p].number: reason for p, reason in bad.items()})
         if not pos:
-            t_wait = time.perf_counter()
             continue
-        t0 = time.perf_counter()
         tokens = None
         if fusion.requires_tokens:
-            with torch.inference_mode():
+            with watch("encode"), torch.inference_mode():
                 tokens = encoder2d.patch_tokens(colors.to(device, non_blocking=True)).float()
-        t1 = time.perf_counter()
-        timings["encode"] += t1 - t0
-        poses = np.stack([frames[p].pose for p in pos])
-        intr = np.stack([frames[p].intrinsics for p in pos])
-        # conservative culling by voxels (frustum, max-depth pyramid), then the exact mapping of the rest
-        mapping = culler.project(poses, intr, depths.to(device), backend=backend, **opts)
-        rep, inst = index.expand(mapping.point_ids)
-        b, u, v = mapping.frame_index(), mapping.u, mapping.v
-        if not index.one_each:  # some points belong to several instances: one entry per pair
-            b, u, v = (x.index_select(0, rep) for x in (b, u, v))
-        batch = ViewBatch(frames=list(pos), image_size=frames[pos[0]].image_size, inst=inst, b=b,
-                          u=u, v=v, tokens=tokens)
-        t2 = time.perf_counter()
-        timings["map"] += t2 - t1
-        fusion.add(batch)
-        timings["fuse"] += time.perf_counter() - t2
+        with watch("map"):
+            poses = np.stack([frames[p].pose for p in pos])
+            intr = np.stack([frames[p].intrinsics for p in pos])
+            # conservative culling by voxels (frustum, max-depth pyramid), then the exact mapping of the rest
+            mapping = culler.project(poses, intr, depths.to(device), backend=backend, **opts)
+            rep, inst = index.expand(mapping.point_ids)
+            slot, u, v = mapping.frame_index(), mapping.u, mapping.v
+            if not index.one_each:  # some points belong to several instances: one entry per pair
+                slot, u, v = (x.index_select(0, rep) for x in (slot, u, v))
+            batch = ViewBatch(positions=list(pos), image_size=frames[pos[0]].image_size, inst=inst, slot=slot,
+                              u=u, v=v, tokens=tokens)
+        with watch("fuse"):
+            fusion.add(batch)
         if progress:
             log.info("%s: 2D batch %d/%d (%d frames)", scene.scene_id, n_batch + 1, len(batches), len(pos))
         del tokens, mapping, batch, colors, depths
-        t_wait = time.perf_counter()
 
     def read_frames(wanted: list[int]):
         """Second pass over some frames (crop_encode): (positions, colour (B, H, W, 3) uint8)."""
-        t = time.perf_counter()
-        for pos, colors, _, _ in _loader(frames, _batches(frames, wanted, frame_batch), num_workers,
-                                          with_depth=False):
-            timings["decode"] += time.perf_counter() - t
+        again = _loader(frames, _batches(frames, wanted, frame_batch), num_workers, with_depth=False)
+        for pos, colors, _, _ in watch.iterate(again, "decode"):
             if pos:
                 yield pos, colors
-            t = time.perf_counter()
 
-    t3, decode0 = time.perf_counter(), timings["decode"]
-    features, records = fusion.finish(read_frames)
-    extra_encode = fusion.timings.get("encode", 0.0)
-    timings["encode"] += extra_encode
-    timings["fuse"] += time.perf_counter() - t3 - extra_encode - (timings["decode"] - decode0)
+    with watch("fuse"):
+        features, records = fusion.finish(read_frames)
     note = describe_skipped(skipped)
     if note:
         warnings.warn(f"{scene.scene_id}: {note}", stacklevel=2)
-    return Stage2DResult(features, records, timings, skipped_frames=skipped)
+    return Stage2DResult(features, records, watch.seconds, skipped_frames=skipped)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from featurizer.files import atomic
+from featurizer.fusion.base import ViewTrace
 from featurizer.scene import Scene
 
 
@@ -19,10 +20,10 @@ def _device_of(module) -> torch.device:
         return torch.device("cpu")
 
 
-def trace_instance(scene: Scene, index: int, encoder2d, fusion, **run_kwargs) -> tuple[list[dict], dict]:
-    """Run the 2D stage for instance ``index`` alone with tracing on. Returns the per-view traces
-    (dicts: frame, u, v, kept, weight, pooled_rects (K, 4) frame pixels, optional hull, note) and
-    the instance's record."""
+def trace_instance(scene: Scene, index: int, encoder2d, fusion,
+                   **run_kwargs) -> tuple[list[ViewTrace], dict]:
+    """Run the 2D stage for instance ``index`` alone with tracing on. Returns the
+    :class:`~featurizer.fusion.base.ViewTrace` of every view that sees it and the instance's record."""
     from featurizer.stage2d import run_2d
 
     sub = Scene(scene.scene_id, scene.points, scene.colors, scene.axis_align,
@@ -54,9 +55,9 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     traces, record = trace_instance(scene, index, encoder2d, fusion)
-    kept = sorted((t for t in traces if t.get("kept")), key=lambda t: -t["weight"])
-    shown = kept[:max_views] if kept else sorted(traces, key=lambda t: -len(t["u"]))[:max_views]
-    total = sum(t["weight"] for t in kept) or 1.0
+    kept = sorted((t for t in traces if t.kept), key=lambda t: -t.weight)
+    shown = kept[:max_views] if kept else sorted(traces, key=lambda t: -len(t.u))[:max_views]
+    total = sum(t.weight for t in kept) or 1.0
     inst = scene.instances[index]
     cols = max(1, min(2, len(shown)))
     rows = max(1, -(-len(shown) // cols))
@@ -64,7 +65,7 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
     for ax in axes.ravel():
         ax.axis("off")
     for ax, t in zip(axes.ravel(), shown):
-        frame = scene.frames[t["frame"]]
+        frame = scene.frames[t.position]
         color, _ = frame.read()
         width, height = frame.image_size
         ax.imshow(color)
@@ -79,19 +80,18 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
             ax.plot([x, x], [y0, y1], color="cyan", lw=0.4, alpha=0.6)
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1.5, ls="--"))
         # the pooled region
-        rects = np.asarray(t.get("pooled_rects", np.zeros((0, 4))), dtype=float).reshape(-1, 4)
-        w = np.asarray(t.get("rect_weights", np.ones(len(rects))), dtype=float)
+        rects = np.asarray(t.regions, dtype=float).reshape(-1, 4)
+        w = np.asarray(t.region_weights if t.region_weights is not None else np.ones(len(rects)), dtype=float)
         w = w / w.max() if len(w) and w.max() > 0 else w
         for (a, b, c, d), wi in zip(rects, w):
             ax.add_patch(Rectangle((a, b), c - a, d - b, fc="red", alpha=0.15 + 0.35 * wi, ec="red", lw=1.0))
         # the instance's projected visible points
-        ax.scatter(t["u"], t["v"], s=4, c="lime", marker=".", linewidths=0)
-        hull = np.asarray(t.get("hull", np.zeros((0, 2))))
-        if len(hull) >= 3:
-            ax.add_patch(Polygon(hull, closed=True, fill=False, ec="yellow", lw=1.5))
-        share = t["weight"] / total if t.get("kept") else 0.0
-        state = f"weight {share:.2f}" if t.get("kept") else "not kept"
-        ax.set_title(f"frame {frame.index}: {len(t['u'])} visible points, {state}\n{t.get('note', '')}",
+        ax.scatter(t.u, t.v, s=4, c="lime", marker=".", linewidths=0)
+        if len(t.hull) >= 3:
+            ax.add_patch(Polygon(t.hull, closed=True, fill=False, ec="yellow", lw=1.5))
+        share = t.weight / total if t.kept else 0.0
+        state = f"weight {share:.2f}" if t.kept else "not kept"
+        ax.set_title(f"frame {frame.number}: {len(t.u)} visible points, {state}\n{t.note}",
                      fontsize=9)
         ax.set_xlim(0, width)
         ax.set_ylim(height, 0)

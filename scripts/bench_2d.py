@@ -39,12 +39,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from featurizer import kernels  # noqa: E402
 from featurizer.dataset.frames import MemorySource  # noqa: E402
 from featurizer.dataset.render import box_mesh, look_at, render_mesh  # noqa: E402
 from featurizer.encoder2d.base import PatchEncoder  # noqa: E402
 from featurizer.fusion.paper import PaperFusion  # noqa: E402
-from featurizer.geometry import convex_hull, polygon_area  # noqa: E402
+from featurizer.geometry import backend as geometry_backend  # noqa: E402
+from featurizer.geometry.hulls import convex_hull  # noqa: E402
 from featurizer.scene import Frame, Instance, Scene  # noqa: E402
 from featurizer.stage2d import run_2d  # noqa: E402
 
@@ -122,6 +122,15 @@ def _compute_mapping(camera_to_world, coords, depth, intrinsic, image_dim, cut_b
     mapping[1][inside_mask] = pi[0][inside_mask]
     mapping[2][inside_mask] = 1
     return mapping.T
+
+
+def polygon_area(vertices: np.ndarray) -> float:
+    """Shoelace area of a (K, 2) polygon (0 when K < 3): the reference rows' hull area without scipy."""
+    p = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
 class _MonotoneHull:
@@ -296,7 +305,7 @@ def main() -> None:
                 best, result = t, res
         return best, result
 
-    backends = (["numba"] if kernels.available() else []) + ["torch"]
+    backends = (["numba"] if geometry_backend.available() else []) + ["torch"]
     runs = {b: timed(b) for b in backends}
     best, result = runs[backends[0]]
     same_backends = all(sorted(r.features) == sorted(result.features)
@@ -340,7 +349,7 @@ def main() -> None:
             ("numpy reference (numpy projection per frame, sets per instance x frame, numpy indexing)",
              t_ref),
             ("tuned numpy reference (instance sets built once, frame set once per frame)", t_tuned)]
-    names = {"numba": f"compiled CPU kernels, numba {getattr(kernels.numba, '__version__', '')}",
+    names = {"numba": f"compiled CPU kernels, numba {getattr(geometry_backend.numba, '__version__', '')}",
              "torch": "torch code (the GPU path) on CPU"}
     rows += [(f"featurizer (run_2d + PaperFusion, {names[b]}, {torch.get_num_threads()} threads)", runs[b][0])
              for b in backends]

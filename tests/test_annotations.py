@@ -57,7 +57,7 @@ def world(tmp_path_factory):
     for scene in read_scenes(ds.root):
         sp = split_of[scene.scene_id]
         gt[sp][scene.scene_id] = {"objects": [i.label for i in scene.instances],
-                                  "locs": scene.instance_boxes()}
+                                  "locs": instance_boxes(scene.instances, scene.aligned_points())}
         insts = Mask3DExport(str(export), splits=[sp]).predict(scene)[:100]
         pred[sp][scene.scene_id] = {"objects": [i.label for i in insts],
                                     "locs": instance_boxes(insts, scene.aligned_points())}

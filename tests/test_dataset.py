@@ -16,6 +16,7 @@ from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.generate import generate_dataset, generate_scene
 from featurizer.dataset.synthetic.layout import write_labels_tsv
 from featurizer.errors import ConfigError, DataError
+from featurizer.scene import instance_boxes
 
 SID = "scene0000_00"
 
@@ -68,7 +69,7 @@ def test_gt_instances(dataset):
     mapped = [(g["raw_label"], i.label) for g, i in zip(groups, s.instances) if g["raw_label"] != i.label]
     assert mapped, "expected at least one raw label mapped to another category"
     # boxes of the reader's instances = min/max of the generator's aligned vertices
-    boxes = s.instance_boxes()
+    boxes = instance_boxes(s.instances, s.aligned_points())
     for box, g in zip(boxes, groups):
         v = gt["vertices_aligned"][g["point_ids"]]
         np.testing.assert_allclose(box[:3], (v.min(0) + v.max(0)) / 2, atol=1e-4)
@@ -89,7 +90,7 @@ def test_label_fallback_to_raw(copy):
 def test_frames_poses_intrinsics_and_read(dataset):
     root, gt = dataset
     s = ScanNetReader(str(root)).load(SID)
-    assert [f.index for f in s.frames] == gt["frame_ids"] == [0, 20, 40, 60]
+    assert [f.number for f in s.frames] == gt["frame_ids"] == [0, 20, 40, 60]
     for f, pose in zip(s.frames, gt["poses"]):
         np.testing.assert_allclose(f.pose, pose, atol=1e-7)
         np.testing.assert_allclose(f.intrinsics, gt["intrinsics"], atol=1e-6)
@@ -105,10 +106,10 @@ def test_frames_poses_intrinsics_and_read(dataset):
 
 def test_frame_stride_and_max_frames(dataset):
     root, _ = dataset
-    assert [f.index for f in ScanNetReader(str(root), frame_stride=2).load(SID).frames] == [0, 40]
-    assert [f.index for f in ScanNetReader(str(root), frame_stride=3).load(SID).frames] == [0, 60]
-    assert [f.index for f in ScanNetReader(str(root), max_frames=3).load(SID).frames] == [0, 20, 40]
-    assert [f.index for f in ScanNetReader(str(root), frame_stride=2, max_frames=1).load(SID).frames] == [0]
+    assert [f.number for f in ScanNetReader(str(root), frame_stride=2).load(SID).frames] == [0, 40]
+    assert [f.number for f in ScanNetReader(str(root), frame_stride=3).load(SID).frames] == [0, 60]
+    assert [f.number for f in ScanNetReader(str(root), max_frames=3).load(SID).frames] == [0, 20, 40]
+    assert [f.number for f in ScanNetReader(str(root), frame_stride=2, max_frames=1).load(SID).frames] == [0]
     assert ScanNetReader(str(root), frames="none").load(SID).frames == []
 
 
@@ -117,7 +118,7 @@ def test_frames_sorted_numerically(copy):
     fd = root / "scannet_2d" / SID
     for sub, ext in (("color", "jpg"), ("depth", "png"), ("pose", "txt")):  # 100 sorts before 20 as text
         shutil.copy(fd / sub / f"60.{ext}", fd / sub / f"100.{ext}")
-    assert [f.index for f in ScanNetReader(str(root)).load(SID).frames] == [0, 20, 40, 60, 100]
+    assert [f.number for f in ScanNetReader(str(root)).load(SID).frames] == [0, 20, 40, 60, 100]
 
 
 def test_intrinsics_rescaled_to_image_size(tmp_path):
@@ -147,7 +148,7 @@ def test_non_finite_pose_is_skipped_with_a_note(copy):
     (root / "scannet_2d" / SID / "pose" / "20.txt").write_text("-inf -inf -inf -inf\n" * 4)
     with pytest.warns(UserWarning, match="non-finite"):
         s = ScanNetReader(str(root)).load(SID)
-    assert [f.index for f in s.frames] == [0, 40, 60]
+    assert [f.number for f in s.frames] == [0, 40, 60]
     assert any("non-finite" in n and "20" in n for n in s.notes)
 
 

@@ -14,14 +14,14 @@ from featurizer.dataset.frames import MemorySource
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.encoder2d.base import PatchEncoder
 from featurizer.fusion.base import PointInstanceIndex, ViewBatch
-from featurizer.fusion.crop_encode import CropEncode, crop_boxes, pad_square
-from featurizer.fusion.mask_pool import MaskPool
+from featurizer.fusion.crop_encode import CropEncodeFusion, crop_boxes, pad_square
+from featurizer.fusion.mask_pool import MaskPoolFusion
 from featurizer.fusion.mean import MeanFusion
 from featurizer.fusion.paper import PaperFusion
-from featurizer.fusion.topk_views import TopKViews
-from featurizer.geometry import project_points
+from featurizer.fusion.topk_views import TopKViewsFusion
 from featurizer.scene import Frame, Instance, Scene
 from featurizer.stage2d import run_2d
+from reference_mapping import project_points
 
 DIM = 8
 
@@ -296,7 +296,7 @@ def test_paper_is_bit_identical_to_the_float32_reference(scene):
     # depth as ScanNet's PNGs hold it (uint16 mm): featurizer reads float32(mm) / 1000 in float32 (as
     # the frame reader does), the reference divides in float64 (as the published loop does)
     mm = [np.round(f.read()[1] * 1000).astype(np.uint16) for f in scene.frames]
-    frames = [Frame(f.index, f.pose, f.intrinsics, f.image_size,
+    frames = [Frame(f.number, f.pose, f.intrinsics, f.image_size,
                     source=MemorySource(f.read()[0], d.astype(np.float32) / 1000.0))
               for f, d in zip(scene.frames, mm)]
     png = Scene(scene.scene_id, scene.points, scene.colors, instances=scene.instances, frames=frames)
@@ -352,7 +352,7 @@ def _hand_batch():
 
 
 def test_mask_pool_hand_computed():
-    fusion = MaskPool(min_points=3)
+    fusion = MaskPoolFusion(min_points=3)
     fusion.start(3, GridFake(patch=10, valid_width=30))
     fusion.add(_hand_batch())
     feats, records = fusion.finish()
@@ -384,7 +384,7 @@ def test_topk_picks_the_views_with_most_points_across_batches():
     counts0 = [5, 9, 3, 9, 12, 2]  # instance 0: best 12 (frame 4), then 9 at frames 1 and 3: the earlier wins
     counts1 = [2, 2, 0, 0, 1, 0]  # instance 1: never 3 points in a view
     tokens = torch.from_numpy(rng.normal(size=(6, 2, 4, 3))).float()
-    fusion = TopKViews(k=2, min_points=3)
+    fusion = TopKViewsFusion(k=2, min_points=3)
     enc = GridFake(patch=10)
     fusion.start(2, enc)
     per_frame = []
@@ -427,9 +427,9 @@ def test_crop_boxes_and_padding():
 STRATEGIES = {
     "paper": lambda: PaperFusion(),
     "mean": lambda: MeanFusion(depth_mode="relative", depth_tol=0.25),
-    "mask_pool": lambda: MaskPool(),
-    "topk_views": lambda: TopKViews(k=3),
-    "crop_encode": lambda: CropEncode(k=2, levels=2, embed_batch=5),
+    "mask_pool": lambda: MaskPoolFusion(),
+    "topk_views": lambda: TopKViewsFusion(k=3),
+    "crop_encode": lambda: CropEncodeFusion(k=2, levels=2, embed_batch=5),
 }
 
 
@@ -454,10 +454,10 @@ def test_unseen_instance_gets_no_feature_and_a_reason(scene, name):
 
 def test_crop_encode_embeds_the_crops_of_the_chosen_views(scene):
     enc = ProcessorFake()
-    topk = TopKViews(k=2, depth_mode="absolute", depth_tol=0.1)
+    topk = TopKViewsFusion(k=2, depth_mode="absolute", depth_tol=0.1)
     run_2d(scene, enc, topk, frame_batch=4)
     chosen = topk.chosen_frames()
-    result = run_2d(scene, enc, CropEncode(k=2, levels=3, expansion=0.1), frame_batch=3)
+    result = run_2d(scene, enc, CropEncodeFusion(k=2, levels=3, expansion=0.1), frame_batch=3)
     i = 3
     crops = []
     for f in chosen[i]:
@@ -476,8 +476,8 @@ def test_crop_encode_embeds_the_crops_of_the_chosen_views(scene):
 
 
 def test_workers_batches_and_devices_agree(scene):
-    base = run_2d(scene, ProcessorFake(), MaskPool(), frame_batch=8)
-    other = run_2d(scene, ProcessorFake(), MaskPool(), frame_batch=3, num_workers=2)
+    base = run_2d(scene, ProcessorFake(), MaskPoolFusion(), frame_batch=8)
+    other = run_2d(scene, ProcessorFake(), MaskPoolFusion(), frame_batch=3, num_workers=2)
     assert sorted(base.features) == sorted(other.features)
     for i in base.features:
         np.testing.assert_allclose(base.features[i].numpy(), other.features[i].numpy(), atol=1e-5)
@@ -486,19 +486,19 @@ def test_workers_batches_and_devices_agree(scene):
 
 def test_no_frames_and_non_finite_poses(scene):
     empty = Scene("scene0001_00", scene.points, scene.colors, instances=scene.instances, frames=[])
-    result = run_2d(empty, ProcessorFake(), MaskPool())
+    result = run_2d(empty, ProcessorFake(), MaskPoolFusion())
     assert result.features == {}
     assert all(r == {"views": 0, "visible_points": 0, "reason": "no frames"} for r in result.records.values())
-    frames = [Frame(f.index, f.pose, f.intrinsics, f.image_size, source=f.source) for f in scene.frames[:3]]
+    frames = [Frame(f.number, f.pose, f.intrinsics, f.image_size, source=f.source) for f in scene.frames[:3]]
     frames[1].pose[0, 0] = -np.inf
     bad = Scene("scene0002_00", scene.points, scene.colors, instances=scene.instances, frames=frames)
     good = Scene("scene0002_00", scene.points, scene.colors, instances=scene.instances,
                  frames=[frames[0], frames[2]])
     with pytest.warns(UserWarning, match="non-finite pose"):
-        a = run_2d(bad, ProcessorFake(), MaskPool())
+        a = run_2d(bad, ProcessorFake(), MaskPoolFusion())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        b = run_2d(good, ProcessorFake(), MaskPool())
+        b = run_2d(good, ProcessorFake(), MaskPoolFusion())
     assert a.records == b.records and sorted(a.features) == sorted(b.features)
 
 
@@ -511,3 +511,37 @@ def test_point_instance_index_handles_overlaps_and_bad_ids():
 
     with pytest.raises(DataError, match="instance 1"):
         PointInstanceIndex([np.array([0]), np.array([7])], 6, where="scene0000_00")
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_traces_describe_the_views_used(scene, name):
+    """Each strategy's typed traces (featurizer.viz's pictures): one per frame that sees the instance,
+    the kept ones are the views the record counts, with a pooled region inside the frame."""
+    from featurizer.fusion.base import ViewTrace
+    from featurizer.viz import trace_instance
+
+    i = 3
+    traces, record = trace_instance(scene, i, ProcessorFake(), STRATEGIES[name](), frame_batch=4)
+    assert traces and all(isinstance(t, ViewTrace) for t in traces)
+    assert [t.position for t in traces] == sorted(t.position for t in traces)
+    kept = [t for t in traces if t.kept]
+    assert len(kept) == record["views"] >= 1
+    for t in traces:
+        assert len(t.u) == len(t.v) > 0 and t.note
+        assert (t.weight > 0) == t.kept
+        regions = np.asarray(t.regions).reshape(-1, 4)
+        if t.kept:
+            assert len(regions) >= 1
+            assert (regions[:, :2] >= 0).all() and (regions[:, 2:] <= (640, 480)).all()
+            assert (regions[:, 2] > regions[:, 0]).all() and (regions[:, 3] > regions[:, 1]).all()
+        if t.kept and t.region_weights is not None:  # mask pooling: the points pooled in each cell
+            assert len(t.region_weights) == len(regions) and float(np.sum(t.region_weights)) == t.weight
+    if name == "paper":  # the weight is the area of the hull of the view's pixels
+        for t in kept:
+            area, _ = _gift_wrap_area(list(zip(t.v.tolist(), t.u.tolist())))
+            assert t.weight == area and len(t.hull) >= 3
+    if name in ("topk_views", "crop_encode"):  # the chosen views, and only those
+        topk = TopKViewsFusion(k=STRATEGIES[name]().k)
+        run_2d(Scene(scene.scene_id, scene.points, scene.colors, instances=[scene.instances[i]],
+                     frames=scene.frames), ProcessorFake(), topk, frame_batch=4)
+        assert sorted(t.position for t in kept) == sorted(topk.chosen_frames()[0])

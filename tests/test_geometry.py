@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from featurizer import kernels
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
-from featurizer.geometry import (box_sums, convex_hull, grouped_hull_area2, polygon_area,
-                                 project_points)
+from featurizer.geometry import backend as geometry_backend
+from featurizer.geometry.hulls import convex_hull, grouped_hull_area2
+from featurizer.geometry.pooling import box_sums
+from reference_mapping import candidates, frame_entries, polygon_area, project_points
 
 W, H = 64, 48
-# the torch code and the compiled CPU kernels (featurizer.kernels) must give the same numbers
-BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not kernels.available(),
+# the torch code and the compiled CPU kernels (featurizer.geometry) must give the same numbers
+BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not geometry_backend.available(),
                                                                      reason="numba is not installed"))]
 
 
@@ -71,7 +72,7 @@ def test_mapping_matches_brute_force(mode, tol, border):
     assert len(want) > 50
     assert got == want
     assert mapping.counts().tolist() == [sum(1 for e in want if e[0] == f) for f in range(n_frames)]
-    assert [mapping.frame(f)[0].tolist() for f in range(n_frames)] == \
+    assert [frame_entries(mapping, f)[0].tolist() for f in range(n_frames)] == \
         [sorted(e[1] for e in want if e[0] == f) for f in range(n_frames)]
 
 
@@ -132,13 +133,13 @@ def test_depth_test_on_rendered_occluder():
     m = project_points(points, np.stack([top, side]), np.stack([k, k]), depths,
                        depth_mode="absolute", depth_tol=0.05, border=0)
     hidden = np.arange(len(p_occ), len(points))
-    ids0, ids1 = m.frame(0)[0].numpy(), m.frame(1)[0].numpy()
+    ids0, ids1 = frame_entries(m, 0)[0].numpy(), frame_entries(m, 1)[0].numpy()
     assert np.isin(hidden, ids0).sum() == 0
     assert np.isin(hidden, ids1).sum() > 100
     assert (ids0 < len(p_occ)).sum() > 300  # the slab's top is seen from above
     # without a depth test (tolerance larger than the scene) the hidden box would leak into the top view
     m_loose = project_points(points, top[None], k[None], depths[:1], depth_mode="absolute", depth_tol=100.0, border=0)
-    assert np.isin(hidden, m_loose.frame(0)[0].numpy()).sum() > 100
+    assert np.isin(hidden, frame_entries(m_loose, 0)[0].numpy()).sum() > 100
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -196,7 +197,7 @@ def test_box_sums_match_slices():
 @pytest.mark.parametrize("mode,tol", [("relative", 0.25), ("absolute", 0.05)])
 def test_voxel_culling_keeps_every_visible_point(mode, tol):
     from featurizer.dataset.render import render_mesh
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(5)
     verts, faces, points = [], [], []
@@ -216,13 +217,13 @@ def test_voxel_culling_keeps_every_visible_point(mode, tol):
     pts = torch.from_numpy(points)
     dense = project_points(pts, poses, intr, depths, depth_mode=mode, depth_tol=tol, border=2)
     culler = VoxelCuller(pts, voxel_points=32)
-    cand = culler.candidates(poses, intr, (W, H), 2, torch.from_numpy(depths), mode, tol)
+    cand = candidates(culler, poses, intr, (W, H), 2, torch.from_numpy(depths), mode, tol)
     sparse = project_points(pts, poses, intr, depths, depth_mode=mode, depth_tol=tol, border=2, candidates=cand)
     assert sum(len(c) for c in cand) < 0.85 * len(points) * len(poses)  # the culling does cull
     assert len(cand[-1]) == 0
     for f in range(len(poses)):
-        a = sorted(zip(*(t.tolist() for t in dense.frame(f))))
-        b = sorted(zip(*(t.tolist() for t in sparse.frame(f))))
+        a = sorted(zip(*(t.tolist() for t in frame_entries(dense, f))))
+        b = sorted(zip(*(t.tolist() for t in frame_entries(sparse, f))))
         assert a == b
     assert dense.counts().sum() > 500
 
@@ -236,7 +237,7 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, back
     on the tolerance edge), pixels on the border edges, invalid depth, a non-finite pose, a NaN depth
     pixel, a camera inside the cloud (voxels straddling z = 0); entries in the same order (frame,
     then culling order) with either backend."""
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-2, 2, size=(30, 3))
@@ -271,8 +272,8 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, back
             culled = culler.project(poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol,
                                     border=border, backend=backend)
             for f in range(n_frames):
-                a = sorted(zip(*(t.tolist() for t in dense.frame(f))))
-                b = sorted(zip(*(t.tolist() for t in culled.frame(f))))
+                a = sorted(zip(*(t.tolist() for t in frame_entries(dense, f))))
+                b = sorted(zip(*(t.tolist() for t in frame_entries(culled, f))))
                 assert a == b, (vp, f)
             if backend != "torch":  # the same entries in the same order as the torch code
                 ref = culler.project(poses, intr, torch.from_numpy(depths), depth_mode=mode, depth_tol=tol,
@@ -284,7 +285,7 @@ def test_culled_projection_equals_the_full_mapping(mode, tol, border, seed, back
 
 
 def test_unknown_backend_is_refused():
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     g = torch.zeros(3, dtype=torch.int64)
     with pytest.raises(ConfigError, match="backend"):
@@ -294,10 +295,10 @@ def test_unknown_backend_is_refused():
                                                backend="fast")
 
 
-@pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+@pytest.mark.skipif(not geometry_backend.available(), reason="numba is not installed")
 @pytest.mark.parametrize("voxel_points,coarse", [(16, 4), (4, 2), (64, 3)])
 def test_compiled_voxel_build_equals_torch(voxel_points, coarse):
-    from featurizer.geometry import VoxelCuller
+    from featurizer.geometry.mapping import VoxelCuller
 
     rng = np.random.default_rng(voxel_points)
     pts = np.concatenate([rng.normal(size=(3000, 3)) * [2.0, 1.0, 0.5], rng.uniform(-3, 3, size=(500, 3)),

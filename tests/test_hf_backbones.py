@@ -140,7 +140,7 @@ def test_backbone_end_to_end(models, data_dir, tmp_path, name):
                    f"paths.data_dir={data_dir}", f"hydra.run.dir={run}", f"encoder2d={name}",
                    f"encoder2d.model={models[name]}", root=tmp_path)
     feats = torch.load(run / "scannet_gt_videofeats.pt", weights_only=True)
-    attrs = torch.load(run / "scannet_train_val_attributes.pt", weights_only=True)
+    attrs = torch.load(run / "scannet_train_attributes.pt", weights_only=True)  # 2 scenes: both train
     summary = json.loads((run / "summary.json").read_text())
     instances = sum(len(a["objects"]) for a in attrs.values())
     assert summary["choices"]["encoder2d"] == name and summary["keys_2d"] == len(feats)

@@ -89,7 +89,7 @@ def test_sens_frames_equal_exported_frames(sens_root):
     exported = _load(root)
     sens = _load(root, frames="sens", frame_stride=FRAME_STEP)
     assert exported.notes == [] and sens.notes == []
-    assert [f.index for f in exported.frames] == [f.index for f in sens.frames] == gt["frame_ids"]
+    assert [f.number for f in exported.frames] == [f.number for f in sens.frames] == gt["frame_ids"]
     assert gt["frame_ids"] == [0, 20, 40]
     for fe, fs in zip(exported.frames, sens.frames):
         assert fs.source is not None and fs.color_path is None
@@ -104,8 +104,8 @@ def test_sens_frames_equal_exported_frames(sens_root):
     np.testing.assert_allclose(sens.frames[1].pose, gt["poses"][1], atol=0)
     np.testing.assert_allclose(sens.frames[0].intrinsics, gt["intrinsics"], atol=1e-9)
     # the stride runs over the stream; max_frames caps after the stride
-    assert [f.index for f in _load(root, frames="sens", frame_stride=7).frames] == list(range(0, 60, 7))
-    assert [f.index for f in _load(root, frames="sens", frame_stride=20, max_frames=2).frames] == [0, 20]
+    assert [f.number for f in _load(root, frames="sens", frame_stride=7).frames] == list(range(0, 60, 7))
+    assert [f.number for f in _load(root, frames="sens", frame_stride=20, max_frames=2).frames] == [0, 20]
     assert len(_load(root, frames="sens").frames) == NUM_FRAMES * FRAME_STEP
 
 
@@ -154,7 +154,7 @@ def test_truncated_sens_keeps_complete_frames_noted_once(copy):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scene = _load(root, frames="sens", frame_stride=FRAME_STEP)
-    assert [f.index for f in scene.frames] == [0, 20]
+    assert [f.number for f in scene.frames] == [0, 20]
     truncation = [n for n in scene.notes if "truncated .sens" in n]
     assert len(truncation) == 1 and "frame 30" in truncation[0] and f"{SID}.sens" in truncation[0]
     assert sum("truncated .sens" in str(w.message) for w in caught) == 1  # warned once, with the scene id
@@ -170,14 +170,14 @@ def test_sens_from_the_config_option_and_the_synthetic_dataset(sens_root, tmp_pa
     cfg.root, cfg.frames, cfg.frame_stride, cfg.scenes = str(root), "sens", FRAME_STEP, [SID]
     reader = hydra.utils.instantiate(cfg)
     reader.check()
-    assert [f.index for f in reader.load(SID).frames] == gt["frame_ids"]
+    assert [f.number for f in reader.load(SID).frames] == gt["frame_ids"]
     # dataset=synthetic dataset.frames=sens writes the streams itself, in a folder of its own
     small = dict(num_scenes=1, frames_per_scene=2, image_size=(64, 48), num_objects=8)
     ds = SyntheticScanNet(str(tmp_path / "sens"), frames="sens", frame_stride=FRAME_STEP, **small)
     ds.prepare()
     ds.check()
     scene = ds.load(SID)
-    assert [f.index for f in scene.frames] == [0, 20] and scene.frames[0].image_size == (64, 48)
+    assert [f.number for f in scene.frames] == [0, 20] and scene.frames[0].image_size == (64, 48)
     plain = SyntheticScanNet(str(tmp_path / "plain"), **small)
     plain.prepare()
     assert not (plain.root / "scans" / SID / f"{SID}.sens").exists()
@@ -262,7 +262,7 @@ def test_non_finite_poses_are_dropped_with_a_note(copy, bad):
     np.savetxt(_frames_dir(root) / "pose" / "20.txt", pose)
     with pytest.warns(UserWarning, match="non-finite pose: 20"):
         scene = _load(root)
-    assert [f.index for f in scene.frames] == [0, 40]
+    assert [f.number for f in scene.frames] == [0, 40]
     assert scene.notes == ["skipped 1 frame(s) with a non-finite pose: 20"]
 
 
@@ -279,7 +279,7 @@ def test_non_finite_sens_poses_are_dropped_with_a_note(tmp_path, bad):
     write_sens(scan / f"{SID}.sens", color, depth, poses, k, k)
     with pytest.warns(UserWarning, match="non-finite pose: 2"):
         scene = _load(tmp_path, frames="sens", scenes=[SID])
-    assert [f.index for f in scene.frames] == [0, 1, 3]
+    assert [f.number for f in scene.frames] == [0, 1, 3]
     assert "skipped 1 frame(s) with a non-finite pose: 2" in scene.notes
 
 
@@ -301,7 +301,7 @@ def test_sens_colour_resized_to_depth_and_unregistered_intrinsics_noted(tmp_path
         scene = _load(tmp_path, frames="sens", scenes=[SID])
     frame = scene.frames[1]
     np.testing.assert_array_equal(frame.intrinsics, k_depth)
-    assert frame.image_size == (16, 12) and frame.index == 1
+    assert frame.image_size == (16, 12) and frame.number == 1
     c, d, reason = read_frame_checked(frame)
     assert reason is None and c.shape == (12, 16, 3) and (d == np.float32(1.5)).all()
     assert abs(int(c[6, 8, 0]) - 8 * 17) <= 12  # bilinear down-sampling of the x ramp: x 16..17 at column 8
@@ -325,7 +325,7 @@ def test_unreadable_pose_files_are_skipped_with_a_note(copy, text):
     (_frames_dir(root) / "pose" / "40.txt").write_text(text)
     with pytest.warns(UserWarning, match="pose file is not a 4x4 matrix"):
         scene = _load(root)
-    assert [f.index for f in scene.frames] == [0, 20]
+    assert [f.number for f in scene.frames] == [0, 20]
     assert scene.notes == ["skipped 1 frame(s) whose pose file is not a 4x4 matrix of numbers "
                            "(empty, truncated or garbled): 40"]
 
@@ -337,7 +337,7 @@ def test_frames_with_a_missing_image_are_skipped_with_a_note(copy, missing):
     (_frames_dir(root) / missing).unlink()
     with pytest.warns(UserWarning, match="pose but no colour or depth image: 20"):
         scene = _load(root)
-    assert [f.index for f in scene.frames] == [0, 40]
+    assert [f.number for f in scene.frames] == [0, 40]
     assert scene.notes == ["skipped 1 frame(s) with a pose but no colour or depth image: 20"]
 
 
@@ -346,7 +346,7 @@ def test_frames_with_images_but_no_pose_are_noted(copy):
     (_frames_dir(root) / "pose" / "0.txt").unlink()
     with pytest.warns(UserWarning, match="images but no pose file: 0"):
         scene = _load(root)
-    assert [f.index for f in scene.frames] == [20, 40]
+    assert [f.number for f in scene.frames] == [20, 40]
 
 
 def test_duplicate_frame_numbers_keep_the_first_with_a_note(copy):
@@ -358,7 +358,7 @@ def test_duplicate_frame_numbers_keep_the_first_with_a_note(copy):
     shutil.copy(fd / "color" / "40.jpg", fd / "color" / "20.png")
     with pytest.warns(UserWarning, match="repeat a frame number"):
         scene = _load(root)
-    assert [f.index for f in scene.frames] == [0, 20, 40]  # no frame twice
+    assert [f.number for f in scene.frames] == [0, 20, 40]  # no frame twice
     f20 = scene.frames[1]
     np.testing.assert_array_equal(f20.pose, np.loadtxt(fd / "pose" / "20.txt"))  # the plain name wins
     assert f20.color_path == fd / "color" / "20.jpg"
@@ -372,7 +372,7 @@ def test_duplicate_frame_numbers_keep_the_first_with_a_note(copy):
 
 
 def _frame(root: Path, k: int) -> Frame:
-    return next(f for f in _load(root).frames if f.index == k)
+    return next(f for f in _load(root).frames if f.number == k)
 
 
 def test_read_frame_checked_good_frames_equal_frame_read(sens_root):
@@ -448,7 +448,7 @@ def test_read_frame_checked_size_mismatch_and_colour_resize(copy):
 def test_read_frame_checked_sens_defects(copy):
     root, _ = copy
     path = root / "scans" / SID / f"{SID}.sens"
-    frames = {f.index: f for f in _load(root, frames="sens", frame_stride=FRAME_STEP).frames}
+    frames = {f.number: f for f in _load(root, frames="sens", frame_stride=FRAME_STEP).frames}
     src = frames[20].source
     with open(path, "r+b") as f:  # garbage in frame 20's colour and frame 40's depth
         f.seek(frames[20].source.color_offset + 20)

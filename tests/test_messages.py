@@ -19,7 +19,7 @@ from featurizer.encoder2d.hf import HFPatchEncoder
 from featurizer.encoder3d.uni3d import Uni3D
 from featurizer.errors import CheckpointError, DataError
 from featurizer.scene import Scene
-from featurizer.segmenter.inst_seg import InstSegFiles
+from featurizer.segmenter.mask3d_inst_seg import Mask3DInstSeg
 
 SCENE = "scene0011_00"
 HUB_ID = "featurizer-tests/tiny-dinov2"
@@ -126,7 +126,7 @@ def test_pickled_pt_names_file_and_global_and_never_advises_unpickling(tmp_path,
     marker = tmp_path / "ran"
     path = _evil(tmp_path / f"{SCENE}.pt", marker, writer)
     with pytest.raises(DataError) as err:
-        InstSegFiles(str(tmp_path)).predict(_scene())
+        Mask3DInstSeg(str(tmp_path)).predict(_scene())
     text = str(err.value)
     assert err.value.path == path and text.startswith(str(path)) and "\n" not in text
     assert GLOBAL in text and "refusing to unpickle" in text
@@ -159,7 +159,7 @@ def test_not_a_checkpoint_is_said_so_for_inst_seg_and_uni3d(tmp_path):
         path = tmp_path / f"{SCENE}.pt"
         path.write_bytes(data)
         with pytest.raises(DataError) as err:
-            InstSegFiles(str(tmp_path)).predict(_scene())
+            Mask3DInstSeg(str(tmp_path)).predict(_scene())
         assert str(err.value).startswith(f"{path}: not a PyTorch checkpoint ("), what
         assert "mmap" not in str(err.value) and "\n" not in str(err.value), what
         with pytest.raises(CheckpointError) as err:

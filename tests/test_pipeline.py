@@ -69,7 +69,10 @@ def test_demo_outputs_match_the_scenes(first_run, data_dir):
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     reader = instantiate(cfg.dataset)
-    attrs = _load(run_dir / "scannet_train_val_attributes.pt")
+    attrs = {}  # the GT attributes of every split, one file per split
+    for split in ("train", "val"):
+        if (run_dir / f"scannet_{split}_attributes.pt").is_file():
+            attrs.update(_load(run_dir / f"scannet_{split}_attributes.pt"))
     feats3d = _load(run_dir / "scannet_gt_uni3d_feats.pt")
     feats2d = _load(run_dir / "scannet_gt_videofeats.pt")
     records = json.loads((run_dir / "records.json").read_text())
@@ -205,7 +208,7 @@ def test_two_clean_runs_write_byte_identical_files(first_run, data_dir, tmp_path
     _run(other, "run", data_dir=data_dir)
     a, b = _digests(run1), _digests(other / "run")
     assert {"summary.json", "records.json", "metrics.json", "scannet_gt_uni3d_feats.pt",
-            "scannet_gt_videofeats.pt", "scannet_train_val_attributes.pt"} <= set(a)
+            "scannet_gt_videofeats.pt", "scannet_train_attributes.pt"} <= set(a)
     assert any(name.startswith("pcd_all/") for name in a)
     assert a == b
     timings = json.loads((other / "run" / "timings.json").read_text())

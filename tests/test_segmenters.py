@@ -13,7 +13,7 @@ from hydra.utils import get_class
 
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Scene
-from featurizer.segmenter.inst_seg import InstSegFiles
+from featurizer.segmenter.mask3d_inst_seg import Mask3DInstSeg
 from featurizer.segmenter.instance_npz import InstanceNpz
 from featurizer.segmenter.mask3d import Mask3DExport, read_labels_tsv
 
@@ -165,7 +165,7 @@ def test_inst_seg_reads_list_in_order(tmp_path):
         {"label": "wall", "segments": [], "score": 0.25},
     ] + [{"label": f"obj{i}", "segments": [i]} for i in range(5)]
     torch.save(entries, tmp_path / f"{SCENE}.pt")
-    seg = InstSegFiles(str(tmp_path), max_instances=6)
+    seg = Mask3DInstSeg(str(tmp_path), max_instances=6)
     seg.check([SCENE])
     scene = make_scene()
     with pytest.warns(UserWarning, match="empty"):
@@ -203,7 +203,7 @@ def test_inst_seg_refuses_arbitrary_pickle_and_runs_no_code(tmp_path, writer):
     assert sanity.exists()
 
     with pytest.raises(DataError, match="refusing to unpickle") as err:
-        InstSegFiles(str(tmp_path)).predict(make_scene())
+        Mask3DInstSeg(str(tmp_path)).predict(make_scene())
     assert err.value.path == path
     assert "io.open" in str(err.value) and "weights_only=False" not in str(err.value)  # builtins.open
     assert not marker.exists()
@@ -212,19 +212,19 @@ def test_inst_seg_refuses_arbitrary_pickle_and_runs_no_code(tmp_path, writer):
 def test_inst_seg_point_id_out_of_range(tmp_path):
     torch.save([{"label": "chair", "segments": [1, 2, N]}], tmp_path / f"{SCENE}.pt")
     with pytest.raises(DataError, match=f"point id {N} out of range") as err:
-        InstSegFiles(str(tmp_path)).predict(make_scene())
+        Mask3DInstSeg(str(tmp_path)).predict(make_scene())
     assert err.value.path == tmp_path / f"{SCENE}.pt"
 
 
 def test_inst_seg_bad_structure_and_missing(tmp_path):
     torch.save({"label": "chair"}, tmp_path / f"{SCENE}.pt")
     with pytest.raises(DataError, match="list of dicts"):
-        InstSegFiles(str(tmp_path)).predict(make_scene())
+        Mask3DInstSeg(str(tmp_path)).predict(make_scene())
     torch.save([{"label": 3, "segments": [1]}], tmp_path / f"{SCENE}.pt")
     with pytest.raises(DataError, match="'label'"):
-        InstSegFiles(str(tmp_path)).predict(make_scene())
+        Mask3DInstSeg(str(tmp_path)).predict(make_scene())
     with pytest.raises(DataError, match="scene0999_00") as err:
-        InstSegFiles(str(tmp_path)).check(["scene0999_00"])
+        Mask3DInstSeg(str(tmp_path)).check(["scene0999_00"])
     assert err.value.path == tmp_path / "scene0999_00.pt"
 
 

@@ -75,17 +75,17 @@ def test_depth_exact_and_color_close(sens):
 
 def test_sens_frames_stride_max_and_frame_fields(sens):
     path, _, _, poses = sens
-    assert [f.index for f in sens_frames(path)] == [0, 1, 2, 3, 4]
-    assert [f.index for f in sens_frames(path, stride=2)] == [0, 2, 4]
-    assert [f.index for f in sens_frames(path, stride=2, max_frames=2)] == [0, 2]
-    assert [f.index for f in sens_frames(path, stride=3, max_frames=10)] == [0, 3]
+    assert [f.number for f in sens_frames(path)] == [0, 1, 2, 3, 4]
+    assert [f.number for f in sens_frames(path, stride=2)] == [0, 2, 4]
+    assert [f.number for f in sens_frames(path, stride=2, max_frames=2)] == [0, 2]
+    assert [f.number for f in sens_frames(path, stride=3, max_frames=10)] == [0, 3]
     assert sens_frames(path, max_frames=0) == []
     frames = sens_frames(path, stride=2)
     for f in frames:
         assert f.image_size == (WD, HD)
         np.testing.assert_allclose(f.intrinsics, K_DEPTH, rtol=1e-6)
         assert f.depth_scale == 1000.0
-        np.testing.assert_allclose(f.pose, poses[f.index], atol=1e-6)
+        np.testing.assert_allclose(f.pose, poses[f.number], atol=1e-6)
         assert f.color_path is None and f.depth_path is None
     with pytest.raises(ConfigError, match="stride"):
         sens_frames(path, stride=0)
@@ -130,7 +130,7 @@ def test_truncated_file_keeps_complete_frames_with_warning(sens, tmp_path):
     assert len(s.notes) == 1 and "frame 3" in s.notes[0] and "kept the 3 complete" in s.notes[0]
     np.testing.assert_array_equal(s.read_depth(2), sens[2][2])
     with pytest.warns(UserWarning):
-        assert [f.index for f in sens_frames(cut)] == [0, 1, 2]
+        assert [f.number for f in sens_frames(cut)] == [0, 1, 2]
     # cut inside a frame head (after frame 1): 2 frames kept
     cut.write_bytes(data[: full.source(2).color_offset - 50])
     with pytest.warns(UserWarning, match="frame 2"):
@@ -204,4 +204,4 @@ def test_non_finite_pose_is_kept_for_the_reader_to_drop(tmp_path):
     scene = Scene("scene0000_00", np.zeros((1, 3)), np.zeros((1, 3)), frames=frames)
     with pytest.warns(UserWarning, match="non-finite pose: 1"):
         scene.drop_non_finite_poses()
-    assert [f.index for f in scene.frames] == [0, 2, 3, 4]
+    assert [f.number for f in scene.frames] == [0, 2, 3, 4]

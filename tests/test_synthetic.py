@@ -305,7 +305,7 @@ def test_synthetic_reader_reads_scenes(tmp_path):
     ds.prepare()
     ds.check()
     s = ds.load("scene0001_00")
-    assert len(s.frames) == 2 and s.frames[1].index == 20 and s.frames[0].image_size == (64, 48)
+    assert len(s.frames) == 2 and s.frames[1].number == 20 and s.frames[0].image_size == (64, 48)
     labels = [i.label for i in s.instances]
     assert labels[-5:] == ["wall"] * 4 + ["floor"] and len(set(labels[:-5])) >= 8
     assert set(labels) <= {cat for cat, _, _ in RAW_LABELS.values()}

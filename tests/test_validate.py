@@ -18,7 +18,7 @@ from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.synthetic.generate import generate_dataset
 from featurizer.errors import ConfigError, DataError, ValidationError
 from featurizer.segmenter.gt import GroundTruth
-from featurizer.segmenter.inst_seg import InstSegFiles
+from featurizer.segmenter.mask3d_inst_seg import Mask3DInstSeg
 from featurizer.segmenter.instance_npz import InstanceNpz
 from featurizer.segmenter.mask3d import Mask3DExport
 from featurizer.validate import validate_scenes
@@ -173,7 +173,7 @@ def test_non_finite_pose_is_not_a_validation_error(root):
     assert not np.isfinite(np.loadtxt(_frames(root, sid) / "pose" / "40.txt")).all()
     assert validate_scenes(reader, GroundTruth()) == {}
     with pytest.warns(UserWarning, match="non-finite"):
-        assert [f.index for f in reader.load(sid).frames] == [0, 20]
+        assert [f.number for f in reader.load(sid).frames] == [0, 20]
 
 
 def test_sens_header_is_checked(root):
@@ -227,7 +227,7 @@ def test_inst_seg_pickle_is_refused_without_running_it(root, tmp_path):
     path, problem = pickle_inst_seg(folder, SCENES[1], marker)
     torch.save([{"label": 7, "segments": [1]}], folder / f"{SCENES[2]}.pt")
     reader = ScanNetReader(str(root), scenes=SCENES[:3])
-    bad = validate_scenes(reader, InstSegFiles(str(folder)), policy="skip")
+    bad = validate_scenes(reader, Mask3DInstSeg(str(folder)), policy="skip")
     assert list(bad) == SCENES[1:3]
     assert bad[SCENES[1]].startswith(f"{path}: {problem}")  # the reason itself: another part of issue 9
     assert bad[SCENES[2]] == f"{folder / SCENES[2]}.pt: entry 0: 'label' is int, not str"
@@ -255,7 +255,7 @@ def test_stop_lists_the_first_ten_then_a_count(root):
 
 def test_problems_shared_by_every_scene_stop_at_once(root, tmp_path):
     with pytest.raises(DataError, match="mask3d_inst_seg folder not found"):
-        validate_scenes(ScanNetReader(str(root), scenes=SCENES), InstSegFiles(str(tmp_path / "nope")), "skip")
+        validate_scenes(ScanNetReader(str(root), scenes=SCENES), Mask3DInstSeg(str(tmp_path / "nope")), "skip")
     (root / TSV_NAME).unlink()
     with pytest.raises(DataError, match="labels tsv not found"):
         validate_scenes(ScanNetReader(str(root), scenes=SCENES), GroundTruth(), "skip")

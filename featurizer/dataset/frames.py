@@ -106,11 +106,11 @@ def _read_source(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError as e:
         raise _Skip(MISSING, str(e)) from None
     except Exception as e:  # DataError (short read, bad bytes), OSError, zlib.error, ValueError ...
-        raise _Skip(UNREADABLE, f"frame {frame.index}: {type(e).__name__}: {e}") from None
+        raise _Skip(UNREADABLE, f"frame {frame.number}: {type(e).__name__}: {e}") from None
     color, depth = np.asarray(color), np.asarray(depth)
     width, height = frame.image_size
     if color.shape != (height, width, 3) or depth.shape != (height, width):
-        raise _Skip(SIZE_MISMATCH, f"frame {frame.index}: colour {color.shape}, depth {depth.shape}, "
+        raise _Skip(SIZE_MISMATCH, f"frame {frame.number}: colour {color.shape}, depth {depth.shape}, "
                                    f"frame (H, W) = {(height, width)}")
     return color.astype(np.uint8, copy=False), depth.astype(np.float32, copy=False)
 
@@ -138,9 +138,9 @@ def read_frame_checked(frame: Frame) -> tuple[np.ndarray | None, np.ndarray | No
             else:
                 color, depth = _read_files(frame)
         if not np.any(depth > 0):
-            raise _Skip(DEPTH_ZERO, f"frame {frame.index}")
+            raise _Skip(DEPTH_ZERO, f"frame {frame.number}")
     except _Skip as skip:
-        log.debug("frame %s skipped: %s (%s)", frame.index, skip.reason, skip.detail)
+        log.debug("frame %s skipped: %s (%s)", frame.number, skip.reason, skip.detail)
         return None, None, skip.reason
     return color, depth, None
 

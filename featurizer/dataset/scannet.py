@@ -676,7 +676,7 @@ class ScanNetReader(SceneReader):
                 continue
             frames.append(
                 Frame(
-                    index=k,
+                    number=k,
                     pose=pose,
                     intrinsics=k_mat,
                     image_size=size,

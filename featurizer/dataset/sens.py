@@ -298,7 +298,7 @@ class SensFile:
         intrinsics = self.intrinsic_depth[:3, :3].astype(np.float64)
         return [
             Frame(
-                index=i,
+                number=i,
                 pose=self.poses[i],
                 intrinsics=intrinsics,
                 image_size=self.depth_size,

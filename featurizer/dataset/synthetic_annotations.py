@@ -30,7 +30,7 @@ import numpy as np
 
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.scannet import ScanNetReader
-from featurizer.scene import Scene
+from featurizer.scene import Scene, instance_boxes
 
 STRUCTURE = ("wall", "floor", "ceiling")
 COLOURS = {"white": (235, 235, 235), "grey": (128, 128, 128), "black": (45, 45, 45), "brown": (130, 85, 50),
@@ -63,7 +63,7 @@ def object_facts(scene: Scene) -> list[dict]:
     """Per furniture instance (structure left out): ``id`` (GT index), ``label``, ``colour``,
     ``size`` word, ``box`` (6,), ``neighbour`` (GT index of the nearest other object) and
     ``relation`` (``to the left of`` / ``to the right of`` / ``in front of`` / ``behind``)."""
-    boxes = scene.instance_boxes()
+    boxes = instance_boxes(scene.instances, scene.aligned_points())
     ids = [i for i, inst in enumerate(scene.instances) if inst.label not in STRUCTURE]
     volumes = {i: float(np.prod(boxes[i, 3:])) for i in ids}
     median = float(np.median(list(volumes.values()))) if ids else 0.0

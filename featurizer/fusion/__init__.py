@@ -3,9 +3,9 @@
 - ``paper.PaperFusion``: Chat-Scene's reference (box of the hull, hull-area weights), bit-identical given the
   same tokens.
 - ``mean.MeanFusion``: box pooling with the correct patch geometry, equal view weights.
-- ``mask_pool.MaskPool``: tokens weighted by the instance's projected points (the default).
-- ``topk_views.TopKViews``: mask pooling over the k views that see the most points.
-- ``crop_encode.CropEncode``: global embeddings of multi-scale crops in the k best views.
+- ``mask_pool.MaskPoolFusion``: tokens weighted by the instance's projected points (the default).
+- ``topk_views.TopKViewsFusion``: mask pooling over the k views that see the most points.
+- ``crop_encode.CropEncodeFusion``: global embeddings of multi-scale crops in the k best views.
 
-All consume the same depth-tested mapping (``featurizer.geometry``) through ``base.ViewBatch``.
+All consume the same depth-tested mapping (``featurizer.geometry.mapping``) through ``base.ViewBatch``.
 """

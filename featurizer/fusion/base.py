@@ -11,13 +11,13 @@ instance (views used, visible points, and why it has no feature).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from featurizer.errors import ConfigError, DataError
-from featurizer.geometry import check_mapping_options
+from featurizer.geometry.mapping import check_mapping_options
 
 # A function that re-reads frames: positions in scene.frames -> batches of (positions, colour (B, H, W, 3) uint8)
 FrameReader = Callable[[list[int]], Iterator[tuple[list[int], torch.Tensor]]]
@@ -89,22 +89,47 @@ class PointInstanceIndex:
 class ViewBatch:
     """One batch of frames, as a strategy sees it.
 
-    frames: (B,) positions of the frames in ``scene.frames``; image_size: (W, H) of all of them.
-    inst, b, u, v: (P,) int64 visible (instance, frame-in-batch, pixel column, pixel row) pairs.
+    A frame is named by its ``Frame.number`` in the stream, by its *position* in ``scene.frames``, and
+    within a batch by its *slot* (0 .. B-1): ``positions[slot]`` is its position.
+    positions: (B,) positions of the frames in ``scene.frames``; image_size: (W, H) of all of them.
+    inst, slot, u, v: (P,) int64 visible (instance, frame slot, pixel column, pixel row) pairs.
     tokens: (B, R, C, D) patch tokens (None when the strategy does not need them).
     """
 
-    frames: list[int]
+    positions: list[int]
     image_size: tuple[int, int]
     inst: torch.Tensor
-    b: torch.Tensor
+    slot: torch.Tensor
     u: torch.Tensor
     v: torch.Tensor
     tokens: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
-        return len(self.frames)
+        return len(self.positions)
+
+
+@dataclass
+class ViewTrace:
+    """What a strategy did with one traced instance in one frame, for pictures (:mod:`featurizer.viz`).
+
+    position: the frame's position in ``scene.frames``. u, v: (P,) int64 pixel columns and rows of the
+    instance's visible points there. kept: whether the view contributes to the instance's feature;
+    weight: its weight there before normalisation (0 when not kept). regions: (K, 4) float64 frame-pixel
+    rectangles ``(x0, y0, x1, y1)`` that were pooled (patch cells, the reference's box, crops);
+    region_weights: (K,) their relative weights (None: equal). hull: (H, 2) float64 ``(u, v)`` vertices
+    of the hull the strategy used ((0, 2) when none). note: one line for the picture's title.
+    """
+
+    position: int
+    u: np.ndarray
+    v: np.ndarray
+    kept: bool = False
+    weight: float = 0.0
+    regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    region_weights: np.ndarray | None = None
+    hull: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    note: str = ""
 
 
 class Fusion:
@@ -115,9 +140,11 @@ class Fusion:
     min_points: a view is a candidate for an instance when at least this many of its points are
     visible in it (paper: 3).
 
-    Subclasses implement ``_start``, ``_add`` and ``_finish``. ``trace`` (a set of instance indices,
-    default empty) makes a strategy keep, for those instances, what it did in every view
-    (``self.traces[i]``: list of dicts) for pictures (``featurizer.viz``).
+    Subclasses implement ``_start``, ``_add`` and ``_finish`` (their maths) and ``describe_view``.
+    ``trace`` (a set of instance indices, default empty) makes the base keep, for those instances, a
+    :class:`ViewTrace` of every view that sees them (``self.traces[i]``), for pictures: after each
+    ``_add`` it asks the strategy's ``describe_view`` what it pooled there, given what ``_add``
+    returned, and after ``_finish`` its ``settle_views`` (for strategies that choose views at the end).
     """
 
     name = "fusion"
@@ -133,8 +160,7 @@ class Fusion:
         self.border = int(border)
         self.min_points = int(min_points)
         self.trace: set[int] = set()
-        self.traces: dict[int, list[dict]] = {}
-        self.timings: dict[str, float] = {}
+        self.traces: dict[int, list[ViewTrace]] = {}
 
     @property
     def mapping_options(self) -> dict:
@@ -145,7 +171,7 @@ class Fusion:
     def start(self, num_instances: int, encoder2d, device: torch.device | str = "cpu",
               instance_sizes: torch.Tensor | None = None, backend: str = "auto") -> None:
         """Reset the state for a new scene of ``num_instances`` instances. backend: the geometry code
-        (``auto``, ``torch`` or ``numba``, see :func:`featurizer.geometry.grouped_hull_area2`)."""
+        (``auto``, ``torch`` or ``numba``, see :func:`featurizer.geometry.hulls.grouped_hull_area2`)."""
         self.backend = backend
         self.num_instances = int(num_instances)
         self.encoder2d = encoder2d
@@ -155,8 +181,7 @@ class Fusion:
         self.frames_seen = 0
         self.visible = torch.zeros(num_instances, dtype=torch.int64, device=self.device)
         self.candidate = torch.zeros(num_instances, dtype=torch.bool, device=self.device)
-        self.traces = {i: [] for i in self.trace}
-        self.timings = {}
+        self.traces = {i: [] for i in self.trace if i < self.num_instances}
         self._start()
 
     def add(self, batch: ViewBatch) -> None:
@@ -165,12 +190,16 @@ class Fusion:
         counts = self.group_counts(batch)
         self.visible += counts.sum(1)
         self.candidate |= (counts >= self.min_points).any(1)
-        self._add(batch, counts)
+        pooled = self._add(batch, counts)
+        for i, slot, sel in self._traced_pairs(batch):
+            trace = ViewTrace(batch.positions[slot], batch.u[sel].cpu().numpy(), batch.v[sel].cpu().numpy())
+            self.traces[i].append(self.describe_view(trace, pooled, batch, i, slot))
 
     def finish(self, read_frames: FrameReader | None = None) -> tuple[dict[int, torch.Tensor], dict[int, dict]]:
         """Features {instance: (D,) float32 CPU} of the instances that got one, and a record of every
         instance ``{"views", "visible_points", "reason"}``."""
         feats, has, views, reasons = self._finish(read_frames)
+        self.traces = {i: self.settle_views(i, traced) for i, traced in self.traces.items()}
         visible = self.visible.cpu().tolist()
         candidate = self.candidate.cpu().tolist()
         views = [int(x) for x in views.cpu().tolist()]
@@ -199,7 +228,7 @@ class Fusion:
 
     def group_counts(self, batch: ViewBatch) -> torch.Tensor:
         """(I, B) int64 visible points of each instance in each frame of the batch."""
-        key = batch.inst * batch.size + batch.b
+        key = batch.inst * batch.size + batch.slot
         return torch.bincount(key, minlength=self.num_instances * batch.size).view(self.num_instances, batch.size)
 
     def averaged(self, acc: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
@@ -214,22 +243,31 @@ class Fusion:
         rows, cols, valid = self.encoder2d.pixel_to_patch(batch.u, batch.v, batch.image_size)
         return rows.to(batch.u.device), cols.to(batch.u.device), valid.to(batch.u.device)
 
-    def traced_pairs(self, batch: ViewBatch):
-        """Yield (instance, frame-in-batch, pair mask) for the traced instances seen in the batch."""
-        for i in self.trace:
-            if i >= self.num_instances:
-                continue
+    def _traced_pairs(self, batch: ViewBatch):
+        """Yield (instance, slot, pair mask) for the traced instances seen in the batch."""
+        for i in self.traces:
             sel = batch.inst == i
             if not bool(sel.any()):
                 continue
-            for bb in torch.unique(batch.b[sel]).tolist():
-                yield i, bb, sel & (batch.b == bb)
+            for slot in torch.unique(batch.slot[sel]).tolist():
+                yield i, slot, sel & (batch.slot == slot)
 
     def _start(self) -> None:
         raise NotImplementedError
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
+        """Accumulate a batch; returns what ``describe_view`` needs to describe its views (or None)."""
         raise NotImplementedError
+
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        """``trace`` (position, u, v filled) completed with what the strategy did for instance ``i`` in
+        frame ``slot`` of the batch; ``pooled`` is what ``_add`` returned for it."""
+        raise NotImplementedError
+
+    def settle_views(self, i: int, traces: list[ViewTrace]) -> list[ViewTrace]:
+        """Instance ``i``'s traces once the feature is made (strategies that choose views at the end
+        mark them here); unchanged by default."""
+        return traces
 
     def _finish(self, read_frames: FrameReader | None):
         """Returns feats (I, D), has (I,) bool, views (I,) int, reasons {instance: str}."""

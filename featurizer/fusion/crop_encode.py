@@ -11,15 +11,15 @@ embeddings of all crops of all chosen views are averaged.
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from featurizer.errors import ConfigError
-from featurizer.fusion.base import Fusion, ViewBatch
+from featurizer.fusion.base import Fusion, ViewBatch, ViewTrace
 from featurizer.fusion.topk_views import key_positions, merge_topk, ranking_key
-from featurizer.geometry import group_boxes
+from featurizer.geometry.pooling import group_boxes
 
 
 def crop_boxes(box: tuple[int, int, int, int], levels: int, expansion: float,
@@ -46,7 +46,7 @@ def pad_square(image: np.ndarray, value: int = 0) -> np.ndarray:
     return out
 
 
-class CropEncode(Fusion):
+class CropEncodeFusion(Fusion):
     """Average of the global embeddings of multi-scale square crops of the instance in its k best views."""
 
     name = "crop_encode"
@@ -70,21 +70,34 @@ class CropEncode(Fusion):
         self.best_box = torch.zeros(n, k, 4, dtype=torch.int64, device=self.device)
         self.image_sizes: dict[int, tuple[int, int]] = {}
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
         bsz = batch.size
         n_groups = self.num_instances * bsz
-        group = batch.inst * bsz + batch.b
+        group = batch.inst * bsz + batch.slot
         box = group_boxes(group, batch.u, batch.v, n_groups)[:, [0, 2, 1, 3]]  # u0, v0, u1, v1
-        key = ranking_key(counts, batch.frames, self.min_points)
+        key = ranking_key(counts, batch.positions, self.min_points)
         self.best_key, self.best_box = merge_topk(self.best_key, key, self.k,
                                                   (self.best_box, box.view(self.num_instances, bsz, 4)))
-        for f in batch.frames:
+        for f in batch.positions:
             self.image_sizes[f] = batch.image_size
-        if self.trace:
-            for i, bb, s in self.traced_pairs(batch):
-                self.traces[i].append({"frame": batch.frames[bb], "u": batch.u[s].cpu().numpy(),
-                                       "v": batch.v[s].cpu().numpy(), "kept": False, "weight": 0.0,
-                                       "pooled_rects": np.zeros((0, 4)), "note": f"{int(counts[i, bb])} points"})
+        return counts
+
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        return replace(trace, note=f"{int(pooled[i, slot])} points")  # chosen (or not) at the end
+
+    def settle_views(self, i: int, traces: list[ViewTrace]) -> list[ViewTrace]:
+        """The chosen views, with the crops encoded in each."""
+        chosen = {int(p): tuple(box) for p, box, ok in zip(key_positions(self.best_key[i]).tolist(),
+                                                             self.best_box[i].tolist(),
+                                                             (self.best_key[i] >= 0).tolist()) if ok}
+        out = []
+        for t in traces:
+            if t.position in chosen:
+                size = self.image_sizes[t.position]
+                rects = np.asarray(crop_boxes(chosen[t.position], self.levels, self.expansion, size), float)
+                t = replace(t, kept=True, weight=1.0, regions=rects, note=f"{len(rects)} crops")
+            out.append(t)
+        return out
 
     def _finish(self, read_frames=None):
         ok = (self.best_key >= 0).cpu()
@@ -98,16 +111,13 @@ class CropEncode(Fusion):
         n_crops = torch.zeros(self.num_instances, dtype=torch.int64)
         pending: list[np.ndarray] = []
         owners: list[int] = []
-        encode_s = 0.0
 
         def flush():
-            nonlocal sums, encode_s
+            nonlocal sums
             if not pending:
                 return
-            t0 = time.perf_counter()
             with torch.inference_mode():
                 emb = self.encoder2d.embed(list(pending)).float().cpu()
-            encode_s += time.perf_counter() - t0
             if sums is None:
                 sums = torch.zeros(self.num_instances, emb.shape[1], dtype=torch.float64)
             idx = torch.as_tensor(owners, dtype=torch.int64)
@@ -124,19 +134,12 @@ class CropEncode(Fusion):
                 for j, f in enumerate(positions):
                     size = (colors.shape[2], colors.shape[1])
                     for i, box in wanted.get(f, []):
-                        rects = crop_boxes(box, self.levels, self.expansion, size)
-                        for x0, y0, x1, y1 in rects:
+                        for x0, y0, x1, y1 in crop_boxes(box, self.levels, self.expansion, size):
                             pending.append(pad_square(colors[j, y0:y1, x0:x1], self.pad_value))
                             owners.append(i)
-                        if i in self.traces:
-                            for view in self.traces[i]:
-                                if view["frame"] == f:
-                                    view.update(kept=True, weight=1.0, pooled_rects=np.asarray(rects, float),
-                                                note=f"{len(rects)} crops")
                         if len(pending) >= self.embed_batch:
                             flush()
             flush()
-        self.timings["encode"] = self.timings.get("encode", 0.0) + encode_s
         has = n_crops > 0
         dim = 0 if sums is None else sums.shape[1]
         feats = (sums if sums is not None else torch.zeros(self.num_instances, dim, dtype=torch.float64))

@@ -10,11 +10,13 @@ Unlike box pooling, occluders and background inside the instance's box do not co
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import cell_rects
+from featurizer.fusion.base import Fusion, ViewBatch, ViewTrace
+from featurizer.geometry.pooling import cell_rects
 
 
 def point_weighted_sums(fusion: Fusion, batch: ViewBatch, counts: torch.Tensor):
@@ -29,7 +31,7 @@ def point_weighted_sums(fusion: Fusion, batch: ViewBatch, counts: torch.Tensor):
     n_inst = fusion.num_instances
     cand = (counts >= fusion.min_points).reshape(-1)
     pr, pc, valid = fusion.patch_pairs(batch)
-    group = batch.inst * bsz + batch.b
+    group = batch.inst * bsz + batch.slot
     sel = cand[group] & valid
     cells = rows * cols
     key = (group[sel] * cells) + pr[sel] * cols + pc[sel]
@@ -40,24 +42,20 @@ def point_weighted_sums(fusion: Fusion, batch: ViewBatch, counts: torch.Tensor):
     return sums, pooled, weights
 
 
-def trace_mask_views(fusion: Fusion, batch: ViewBatch, weights: torch.Tensor, pooled: torch.Tensor,
-                     chosen=None) -> None:
-    """Append what mask pooling did in each frame of the batch for the traced instances."""
+def describe_mask_view(fusion: Fusion, trace: ViewTrace, weights: torch.Tensor, pooled: torch.Tensor,
+                       batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+    """The patch cells mask pooling used for instance ``i`` in frame ``slot``, weighted by their points
+    (``weights``, ``pooled``: as :func:`point_weighted_sums` returns them)."""
     rows, cols = batch.tokens.shape[1:3]
+    w = weights[i, slot].cpu().numpy()
+    cells = np.flatnonzero(w)
+    n = int(pooled[i, slot])
     region = fusion.encoder2d.encoded_region(batch.image_size)
-    for i, bb, s in fusion.traced_pairs(batch):
-        w = weights[i, bb].cpu().numpy()
-        cells = np.flatnonzero(w)
-        n = int(pooled[i, bb])
-        fusion.traces[i].append({
-            "frame": batch.frames[bb], "u": batch.u[s].cpu().numpy(), "v": batch.v[s].cpu().numpy(),
-            "kept": n > 0 if chosen is None else None, "weight": float(n),
-            "pooled_rects": cell_rects(region, (rows, cols), cells // cols, cells % cols),
-            "rect_weights": w[cells], "note": f"{n} pooled points",
-        })
+    return replace(trace, kept=n > 0, weight=float(n), region_weights=w[cells], note=f"{n} pooled points",
+                   regions=cell_rects(region, (rows, cols), cells // cols, cells % cols))
 
 
-class MaskPool(Fusion):
+class MaskPoolFusion(Fusion):
     """Point-count-weighted patch tokens, views weighted by their pooled points (the default)."""
 
     name = "mask_pool"
@@ -67,15 +65,17 @@ class MaskPool(Fusion):
         self.weight = torch.zeros(self.num_instances, dtype=torch.int64, device=self.device)
         self.views = torch.zeros(self.num_instances, dtype=torch.int64, device=self.device)
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
         sums, pooled, weights = point_weighted_sums(self, batch, counts)
         if self.acc is None:
             self.acc = torch.zeros(self.num_instances, sums.shape[2], dtype=torch.float64, device=self.device)
         self.acc += sums.sum(1).to(torch.float64)
         self.weight += pooled.sum(1)
         self.views += (pooled > 0).sum(1)
-        if self.trace:
-            trace_mask_views(self, batch, weights, pooled)
+        return weights, pooled
+
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        return describe_mask_view(self, trace, *pooled, batch, i, slot)
 
     def _finish(self, read_frames=None):
         has = self.weight > 0

@@ -10,11 +10,13 @@ and the hull-area weights and cut removed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import box_sums, cell_rects, group_boxes
+from featurizer.fusion.base import Fusion, ViewBatch, ViewTrace
+from featurizer.geometry.pooling import box_sums, cell_rects, group_boxes
 
 
 class MeanFusion(Fusion):
@@ -26,7 +28,7 @@ class MeanFusion(Fusion):
         self.acc: torch.Tensor | None = None
         self.views = torch.zeros(self.num_instances, dtype=torch.int64, device=self.device)
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
         tokens = batch.tokens
         bsz, rows, cols, dim = tokens.shape
         n_groups = self.num_instances * bsz
@@ -34,7 +36,7 @@ class MeanFusion(Fusion):
             self.acc = torch.zeros(self.num_instances, dim, dtype=torch.float64, device=self.device)
         cand = (counts >= self.min_points).reshape(-1)
         pr, pc, valid = self.patch_pairs(batch)
-        group = batch.inst * bsz + batch.b
+        group = batch.inst * bsz + batch.slot
         sel = cand[group] & valid
         g = group[sel]
         box = group_boxes(g, pr[sel], pc[sel], n_groups)
@@ -45,23 +47,19 @@ class MeanFusion(Fusion):
         inst = gk // bsz
         self.acc.index_add_(0, inst, feat)
         self.views.index_add_(0, inst, torch.ones_like(inst))
-        if self.trace:
-            kept = torch.zeros(n_groups, dtype=torch.bool, device=g.device)
-            kept[gk] = True
-            grid = (rows, cols)
-            region = self.encoder2d.encoded_region(batch.image_size)
-            for i, bb, s in self.traced_pairs(batch):
-                gi = i * bsz + bb
-                rect = np.zeros((0, 4))
-                if bool(kept[gi]):
-                    a, b_, c, d = box[gi].tolist()
-                    rr, cc = np.meshgrid(np.arange(a, b_ + 1), np.arange(c, d + 1), indexing="ij")
-                    rect = cell_rects(region, grid, rr.ravel(), cc.ravel())
-                self.traces[i].append({
-                    "frame": batch.frames[bb], "u": batch.u[s].cpu().numpy(), "v": batch.v[s].cpu().numpy(),
-                    "kept": bool(kept[gi]), "weight": 1.0 if bool(kept[gi]) else 0.0, "pooled_rects": rect,
-                    "note": "patch box" if bool(kept[gi]) else "not kept",
-                })
+        return box, gk
+
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        """The patch box pooled in the view (every cell in it, equally)."""
+        box, kept_groups = pooled
+        g = i * batch.size + slot
+        if not bool((kept_groups == g).any()):
+            return replace(trace, note="not kept")
+        r0, r1, c0, c1 = box[g].tolist()
+        rr, cc = np.meshgrid(np.arange(r0, r1 + 1), np.arange(c0, c1 + 1), indexing="ij")
+        region = self.encoder2d.encoded_region(batch.image_size)
+        return replace(trace, kept=True, weight=1.0, note="patch box",
+                       regions=cell_rects(region, batch.tokens.shape[1:3], rr.ravel(), cc.ravel()))
 
     def _finish(self, read_frames=None):
         has = self.views > 0

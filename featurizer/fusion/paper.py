@@ -28,11 +28,13 @@ exact in any order. Memory: one D-vector per kept view.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.geometry import convex_hull, grouped_hull_area2
+from featurizer.fusion.base import Fusion, ViewBatch, ViewTrace
+from featurizer.geometry.hulls import convex_hull, grouped_hull_area2
 
 
 class PaperFusion(Fusion):
@@ -50,7 +52,7 @@ class PaperFusion(Fusion):
         self.area_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
         self.views = torch.zeros(n, dtype=torch.int64, device=self.device)
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
         tokens = batch.tokens
         bsz, rows, cols, dim = tokens.shape
         width, height = batch.image_size
@@ -58,7 +60,7 @@ class PaperFusion(Fusion):
         min_area2 = 2 * cell_h * cell_w
         n_groups = self.num_instances * bsz
         cand = (counts >= self.min_points).reshape(-1)
-        group = batch.inst * bsz + batch.b
+        group = batch.inst * bsz + batch.slot
         # hulls of every (instance, frame) pixel set (fewer than 3 pixels: area 0, not kept)
         area2, box = grouped_hull_area2(group, batch.v, batch.u, n_groups, backend=self.backend)
         kept = cand & (area2 >= min_area2)
@@ -73,25 +75,21 @@ class PaperFusion(Fusion):
         self.kept.append((inst, area, feat))
         self.area_sum.index_add_(0, inst, area)
         self.views.index_add_(0, inst, torch.ones_like(inst))
-        if self.trace:
-            self._trace(batch, cand, area2, box, kept, cell_h, cell_w, rows, cols)
+        return cand, area2, box, kept, (cell_h, cell_w), (rows, cols)
 
-    def _trace(self, batch, cand, area2, box, kept, cell_h, cell_w, rows, cols) -> None:
-        bsz = batch.size
-        for i, bb, sel in self.traced_pairs(batch):
-            g = i * bsz + bb
-            u, v = batch.u[sel].cpu().numpy(), batch.v[sel].cpu().numpy()
-            r0, r1, c0, c1 = box[g].tolist()
-            hull = convex_hull(np.stack([u, v], 1)) if len(u) >= 3 else np.zeros((0, 2))
-            rs, re = min(r0 // cell_h, rows), min(-(-r1 // cell_h), rows)
-            cs, ce = min(c0 // cell_w, cols), min(-(-c1 // cell_w), cols)
-            self.traces[i].append({
-                "frame": batch.frames[bb], "u": u, "v": v, "kept": bool(kept[g]),
-                "weight": float(area2[g]) / 2.0 if bool(kept[g]) else 0.0,
-                "hull": hull, "pixel_box": (c0, r0, c1, r1),
-                "pooled_rects": np.array([[cs * cell_w, rs * cell_h, ce * cell_w, re * cell_h]], float),
-                "note": f"hull area {float(area2[g]) / 2:.0f} px^2" if bool(cand[g]) else "too few points",
-            })
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        """The hull of the view's pixels, its area and the grid box the reference pooled."""
+        cand, area2, box, kept, (cell_h, cell_w), (rows, cols) = pooled
+        g = i * batch.size + slot
+        r0, r1, c0, c1 = box[g].tolist()
+        rs, re = min(r0 // cell_h, rows), min(-(-r1 // cell_h), rows)
+        cs, ce = min(c0 // cell_w, cols), min(-(-c1 // cell_w), cols)
+        area = float(area2[g]) / 2.0
+        hull = convex_hull(np.stack([trace.u, trace.v], 1)) if len(trace.u) >= 3 else np.zeros((0, 2))
+        return replace(trace, kept=bool(kept[g]), weight=area if bool(kept[g]) else 0.0,
+                       regions=np.array([[cs * cell_w, rs * cell_h, ce * cell_w, re * cell_h]], float),
+                       hull=hull,
+                       note=f"hull area {area:.0f} px^2" if bool(cand[g]) else "too few points")
 
     def _finish(self, read_frames=None):
         has = self.area_sum > 0

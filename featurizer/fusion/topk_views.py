@@ -8,11 +8,13 @@ the frames stream (k tokens sums per instance, never all views). The feature is 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from featurizer.errors import ConfigError
-from featurizer.fusion.base import Fusion, ViewBatch
-from featurizer.fusion.mask_pool import point_weighted_sums, trace_mask_views
+from featurizer.fusion.base import Fusion, ViewBatch, ViewTrace
+from featurizer.fusion.mask_pool import describe_mask_view, point_weighted_sums
 
 _POS_BITS = 24  # frame positions below 2**24 make (count, -position) one int64 ranking key
 
@@ -45,7 +47,7 @@ def key_positions(key: torch.Tensor) -> torch.Tensor:
     return (1 << _POS_BITS) - 1 - (key & ((1 << _POS_BITS) - 1))
 
 
-class TopKViews(Fusion):
+class TopKViewsFusion(Fusion):
     """Mask pooling over the ``k`` views with the most visible points of the instance."""
 
     name = "topk_views"
@@ -63,16 +65,23 @@ class TopKViews(Fusion):
         self.best_pooled = torch.zeros(n, k, dtype=torch.int64, device=self.device)
         self.best_sums: torch.Tensor | None = None
 
-    def _add(self, batch: ViewBatch, counts: torch.Tensor) -> None:
+    def _add(self, batch: ViewBatch, counts: torch.Tensor):
         sums, pooled, weights = point_weighted_sums(self, batch, counts)
         if self.best_sums is None:
             self.best_sums = torch.zeros(self.num_instances, self.k, sums.shape[2], dtype=torch.float32,
                                          device=self.device)
-        key = ranking_key(counts, batch.frames, self.min_points)
+        key = ranking_key(counts, batch.positions, self.min_points)
         self.best_key, self.best_pooled, self.best_sums = merge_topk(
             self.best_key, key, self.k, (self.best_pooled, pooled), (self.best_sums, sums))
-        if self.trace:
-            trace_mask_views(self, batch, weights, pooled, chosen=True)
+        return weights, pooled
+
+    def describe_view(self, trace: ViewTrace, pooled, batch: ViewBatch, i: int, slot: int) -> ViewTrace:
+        return describe_mask_view(self, trace, *pooled, batch, i, slot)
+
+    def settle_views(self, i: int, traces: list[ViewTrace]) -> list[ViewTrace]:
+        """Only the chosen views are kept."""
+        chosen = self.chosen_frames()[i]
+        return [t if t.kept and t.position in chosen else replace(t, kept=False, weight=0.0) for t in traces]
 
     def chosen_frames(self) -> dict[int, list[int]]:
         """Frame positions chosen for each instance, best first."""
@@ -90,12 +99,5 @@ class TopKViews(Fusion):
         else:
             sums = (self.best_sums.to(torch.float64) * ok[:, :, None]).sum(1)
             feats = sums / weight.clamp(min=1).to(torch.float64)[:, None]
-        if self.trace:
-            chosen = self.chosen_frames()
-            for i, views in self.traces.items():
-                for view in views:
-                    view["kept"] = view["frame"] in chosen.get(i, []) and view["weight"] > 0
-                    if not view["kept"]:
-                        view["weight"] = 0.0
         reasons = {i: "no visible point inside the encoded region" for i in range(self.num_instances)}
         return feats, has, (pooled > 0).sum(1), reasons

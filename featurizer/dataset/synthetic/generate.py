@@ -68,10 +68,6 @@ def generate_scene(
     ``frame_ids``, ``poses`` (list of (4, 4) camera-to-world, raw frame), ``scene_dir``, ``frames_dir``,
     ``sens_path`` (None unless ``write_sens``).
     """
-    out_root = Path(out_root)
-    width, height = int(image_size[0]), int(image_size[1])
-    isize = image_size if intrinsics_size is None else intrinsics_size
-    iw, ih = int(isize[0]), int(isize[1])
     if write_sens and num_frames < 1:
         raise ValueError("write_sens needs num_frames >= 1")
     out_root = Path(out_root)

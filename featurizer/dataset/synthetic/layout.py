@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.render import look_at, render_mesh
-from featurizer.dataset.scannet import AGG_SUFFIX, PLY_SUFFIX, SEGS_SUFFIX
+from featurizer.dataset.scannet import AGG_SUFFIX, SEGS_SUFFIX
 from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.scene import FRAME_STEP, SceneModel, f32
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.synthetic.generate import generate_dataset, planned_splits

@@ -38,7 +38,7 @@ def _point_ids(value: object) -> np.ndarray | None:
     return arr.astype(np.int64)
 
 
-class InstSegFiles(Segmenter):
+class Mask3DInstSeg(Segmenter):
     """Instances from ``<root>/<scene>.pt`` (Chat-Scene's ``mask3d_inst_seg``), in list order.
 
     root: the ``mask3d_inst_seg`` folder.

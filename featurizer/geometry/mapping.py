@@ -1,4 +1,4 @@
-"""Point -> pixel mapping with a depth test, convex hulls of pixel sets, patch-grid helpers.
+"""Point -> pixel mapping with a depth test, voxel culling and its depth pyramid, with their compiled twins.
 
 The mapping is DESIGN.md section 5: ``p_cam = inv(pose) @ [p_raw, 1]`` in float64,
 ``u = fx * x / z + cx``, ``v = fy * y / z + cy`` rounded half to even (``torch.round``), keep
@@ -7,26 +7,37 @@ The mapping is DESIGN.md section 5: ``p_cam = inv(pose) @ [p_raw, 1]`` in float6
 or ``tol = depth_tol`` metres (``absolute``); depth 0 is invalid. Projection uses the *raw*
 coordinates (``Scene.points``), never the axis-aligned ones.
 
-Everything is vectorised over points and batched over frames in torch, on the device of the inputs.
-On CPU, when numba is installed, the culled mapping (:meth:`VoxelCuller.project`), the voxel build
-and the hull areas (:func:`grouped_hull_area2`) run as the compiled kernels of
-:mod:`featurizer.kernels` instead, which give the same numbers (``backend`` arguments choose).
+:class:`VoxelCuller` groups the points in a two-level voxel hierarchy, culls the voxels that cannot
+hold a visible point (frustum and a max-depth pyramid, conservatively) and runs the exact test on the
+rest. The torch code below runs on the device of the inputs (the GPU path, and the CPU path without
+numba). Its compiled twins, the numba kernels at the end of this file, give the same numbers on CPU:
+
+- :func:`map_frames` (:meth:`VoxelCuller.project`) uses the same float64 operations in the same order,
+  ``x = ((r00 px + r01 py) + r02 pz) + t0`` and ``u = rint(fx x / z + cx)``, compiled without fast-math,
+  so without fused multiply-adds; the culling is the same conservative voxel test (a frame's coarse
+  voxels, then the fine voxels of the coarse ones that pass, against the frustum and a max-depth
+  pyramid, see :func:`_boxes_may_be_visible`), so it never drops a visible point; entries come frame
+  by frame in the culler's point order, as in the torch code;
+- :func:`voxel_keys`, :func:`voxel_layout` (the voxel build) compute the same keys (float64, same
+  operations), sorted with torch's stable sort, and take the same bounds.
+
+A batch's frames are split over ``threads`` threads; the kernels release the GIL.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from featurizer import kernels
 from featurizer.errors import ConfigError
+from featurizer.geometry.backend import njit, use_kernels
 
 DEPTH_MODES = ("relative", "absolute")
-_CHUNK_ELEMENTS = 1 << 22  # frames x points handled at once (bounds the float64 temporaries)
 
 
 def check_mapping_options(depth_mode: str, depth_tol: float, border: int, option: str = "fusion") -> None:
@@ -45,7 +56,7 @@ class Mapping:
 
     point_ids: (M,) int64 indices into the projected points; u, v: (M,) int64 pixel column / row;
     offsets: (F + 1,) int64, frame f's entries are ``[offsets[f], offsets[f + 1])``.
-    Within a frame, entries are in increasing point order (or candidate order, see ``project_points``).
+    Within a frame, entries are in increasing point order (or culling order, see :meth:`VoxelCuller.project`).
     """
 
     point_ids: torch.Tensor
@@ -69,12 +80,6 @@ class Mapping:
         frames = torch.arange(self.num_frames, device=self.offsets.device)
         return torch.repeat_interleave(frames, self.counts())
 
-    def frame(self, f: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(point_ids, u, v) of frame ``f``, each (M_f,)."""
-        a, b = int(self.offsets[f]), int(self.offsets[f + 1])
-        return self.point_ids[a:b], self.u[a:b], self.v[a:b]
-
-
 def _camera_params(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch's float64 world-to-camera (F, 4, 4), intrinsics (F, 3, 3), ``fx, fy, cx, cy`` (F, 4) and
     finite (F,) bool. A frame whose pose has a non-finite entry gets the identity here (every path then
@@ -91,82 +96,11 @@ def _camera_params(poses, intrinsics, device) -> tuple[torch.Tensor, torch.Tenso
     return torch.linalg.inv(poses), k, k4, finite
 
 
-def project_points(
-    points: torch.Tensor | np.ndarray,
-    poses: torch.Tensor | np.ndarray,
-    intrinsics: torch.Tensor | np.ndarray,
-    depths: torch.Tensor | np.ndarray,
-    *,
-    depth_mode: str = "relative",
-    depth_tol: float = 0.25,
-    border: int = 10,
-    candidates: torch.Tensor | None = None,
-) -> Mapping:
-    """Depth-tested projection of points into a batch of frames of one size.
-
-    points: (N, 3) raw mesh-frame coordinates. poses: (F, 4, 4) camera-to-world.
-    intrinsics: (F, 3, 3) pinhole matrices at the frames' size. depths: (F, H, W) metres, 0 = invalid.
-    candidates: optional, the only points tested in each frame (the others are not visible): an
-    (F, N) bool mask or a list of F (M_f,) int64 id tensors (e.g. :meth:`VoxelCuller.candidates`);
-    a conservative culling leaves the result unchanged, but entries then come in candidate order.
-    Frames whose pose has a non-finite entry get no visible point (with a warning).
-    Computed on ``depths``' device. Returns a :class:`Mapping`.
-    """
-    check_mapping_options(depth_mode, depth_tol, border)
-    depths = torch.as_tensor(depths)
-    device = depths.device
-    if depths.dim() == 2:
-        depths = depths[None]
-    num_frames, height, width = depths.shape
-    pts = torch.as_tensor(points, device=device).to(torch.float64).reshape(-1, 3)
-    _check_batch(poses, intrinsics, num_frames)
-    world_to_cam, k, _, finite = _camera_params(poses, intrinsics, device)
-    if candidates is not None:
-        if isinstance(candidates, torch.Tensor):
-            candidates = [torch.nonzero(c).flatten() for c in candidates.to(device)]
-        return _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode,
-                               float(depth_tol), int(border))
-    n = len(pts)
-    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    ids, us, vs, counts = [], [], [], []
-    border = int(border)
-    for f0 in range(0, num_frames, chunk):
-        f1 = min(num_frames, f0 + chunk)
-        x, y, z = _to_camera(pts, world_to_cam[f0:f1, None])  # (f, N) each
-        fx, fy = k[f0:f1, 0, 0, None], k[f0:f1, 1, 1, None]
-        cx, cy = k[f0:f1, 0, 2, None], k[f0:f1, 1, 2, None]
-        u = torch.round(fx * x / z + cx)
-        v = torch.round(fy * y / z + cy)
-        keep = (z > 0) & (u >= border) & (u < width - border) & (v >= border) & (v < height - border)
-        keep &= finite[f0:f1, None]
-        fi, pi = torch.nonzero(keep, as_tuple=True)  # row-major: frame, then point order
-        ui, vi = u[fi, pi].long(), v[fi, pi].long()
-        d = depths[f0 + fi, vi, ui].to(torch.float64)
-        zi = z[fi, pi]
-        tol = depth_tol * d if depth_mode == "relative" else torch.full_like(d, float(depth_tol))
-        ok = (d > 0) & ((d - zi).abs() <= tol)
-        fi, pi, ui, vi = fi[ok], pi[ok], ui[ok], vi[ok]
-        ids.append(pi)
-        us.append(ui)
-        vs.append(vi)
-        counts.append(torch.bincount(fi, minlength=f1 - f0))
-    offsets = torch.zeros(num_frames + 1, dtype=torch.int64, device=device)
-    if counts:
-        offsets[1:] = torch.cumsum(torch.cat(counts), 0)
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    return Mapping(
-        point_ids=torch.cat(ids) if ids else empty,
-        u=torch.cat(us) if us else empty,
-        v=torch.cat(vs) if vs else empty,
-        offsets=offsets,
-    )
-
-
 def _to_camera(pts: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Camera coordinates x, y, z of (N, 3) float64 points under world-to-camera ``w2c`` (..., 4, 4):
     ``x = ((r00 px + r01 py) + r02 pz) + t0`` elementwise, in this order and without fused
-    multiply-adds (no matmul), so that every path (this one on CPU or GPU, the compiled kernels of
-    :mod:`featurizer.kernels`) gives the same bits. Shapes broadcast: (N,) for one frame, (F, N)
+    multiply-adds (no matmul), so that every path (this one on CPU or GPU, the compiled kernels below)
+    gives the same bits. Shapes broadcast: (N,) for one frame, (F, N)
     for w2c (F, 1, 4, 4)."""
     px, py, pz = pts[:, 0], pts[:, 1], pts[:, 2]
     out = []
@@ -227,17 +161,6 @@ def _mapping_from_pairs(sel, ids, u, v, starts, device) -> Mapping:
     bounds = torch.tensor(starts, dtype=torch.int64, device=device)
     offsets = torch.searchsorted(sel, bounds)
     return Mapping(ids, u, v, offsets)
-
-
-def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode, depth_tol, border) -> Mapping:
-    device = pts.device
-    empty = torch.zeros(0, dtype=torch.int64, device=device)
-    sels = [candidates[f].to(device) if bool(finite[f]) else empty for f in range(len(depths))]
-    counts = [len(s) for s in sels]
-    ids = torch.cat(sels) if sels else empty
-    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
-    sel, u, v = _pairs_visible(pts[ids], starts, world_to_cam, k, depths, depth_mode, depth_tol, border)
-    return _mapping_from_pairs(sel, ids[sel], u, v, starts, device)
 
 
 class _DepthPyramid:
@@ -392,10 +315,10 @@ class VoxelCuller:
             self.voxel_size = 0.0
             return
         lo_all, hi_all = pts.min(0).values, pts.max(0).values
-        if _use_kernels(backend, device):  # the same arrays, from two compiled passes around the sort
-            size, key = kernels.voxel_keys(pts.numpy(), lo_all.numpy(), voxel_points, coarse)
+        if use_kernels(backend, device):  # the same arrays, from two compiled passes around the sort
+            size, key = voxel_keys(pts.numpy(), lo_all.numpy(), voxel_points, coarse)
             skey, order = torch.sort(torch.from_numpy(key), stable=True)
-            spts, ptr, cptr, lo, hi, clo, chi = (torch.from_numpy(a) for a in kernels.voxel_layout(
+            spts, ptr, cptr, lo, hi, clo, chi = (torch.from_numpy(a) for a in voxel_layout(
                 pts.numpy(), skey.numpy(), order.numpy(), coarse))
             self.order, self.points, self.ptr, self.coarse_ptr = order, spts, ptr, cptr
             self.lo, self.hi = lo, hi
@@ -460,23 +383,13 @@ class VoxelCuller:
         starts = [0] + torch.cumsum(per_frame, 0).tolist()
         return pos, starts
 
-    def candidates(self, poses, intrinsics, image_size: tuple[int, int], border: int = 0,
-                   depths: torch.Tensor | None = None, depth_mode: str = "relative",
-                   depth_tol: float = 0.25) -> list[torch.Tensor]:
-        """Per frame, the (M_f,) int64 ids of the points whose voxel may be in the frustum and, given
-        the (F, H, W) depth maps, may pass the depth test (see :func:`_boxes_may_be_visible`)."""
-        w2c, _, intr4, finite = _camera_params(poses, intrinsics, self.points.device)
-        pos, starts = self._pairs(w2c, intr4, finite, image_size, border, depths, depth_mode, depth_tol)
-        ids = self.order[pos]
-        return [ids[starts[f]:starts[f + 1]] for f in range(len(starts) - 1)]
-
     def project(self, poses, intrinsics, depths: torch.Tensor, *, depth_mode: str = "relative",
                 depth_tol: float = 0.25, border: int = 10, backend: str = "auto") -> Mapping:
-        """The exact depth-tested mapping of the culler's points, as :func:`project_points` gives it
-        (entries in culling order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
+        """The exact depth-tested mapping of the culler's points (DESIGN.md section 5; entries in culling
+        order within a frame). poses (F, 4, 4), intrinsics (F, 3, 3), depths
         (F, H, W) metres. Point ids index the ``points`` the culler was built from.
 
-        backend: ``auto`` (the compiled kernels of :mod:`featurizer.kernels` on CPU when numba is
+        backend: ``auto`` (the compiled kernels below on CPU when numba is
         installed, else torch), ``torch`` or ``numba``; all give the same mapping."""
         check_mapping_options(depth_mode, depth_tol, border)
         depths = torch.as_tensor(depths, device=self.points.device)
@@ -485,7 +398,7 @@ class VoxelCuller:
         num_frames, height, width = depths.shape
         _check_batch(poses, intrinsics, num_frames)
         w2c, k, intr4, finite = _camera_params(poses, intrinsics, self.points.device)
-        if _use_kernels(backend, self.points.device):
+        if use_kernels(backend, self.points.device):
             return self._project_compiled(w2c, intr4, finite, depths, depth_mode, depth_tol, border)
         pos, starts = self._pairs(w2c, intr4, finite, (width, height), border, depths, depth_mode, depth_tol)
         sel, u, v = _pairs_visible(self.points.index_select(0, pos), starts, w2c, k, depths, depth_mode,
@@ -497,7 +410,7 @@ class VoxelCuller:
         if self._boxes_by_row is None:  # once per culler: the kernels read box coordinates by row
             self._boxes_by_row = [a.T.contiguous().numpy() for a in (self.center, self.half, self.coarse_center,
                                                                      self.coarse_half)]
-        pos, u, v, counts = kernels.map_frames(
+        pos, u, v, counts = map_frames(
             self.points.numpy(), self.ptr.numpy(), *self._boxes_by_row, self.coarse_ptr.numpy(), w2c.numpy(),
             intr4.numpy(), depths.numpy(), finite.numpy(), border, depth_mode == "relative", depth_tol,
             threads=torch.get_num_threads())
@@ -506,28 +419,6 @@ class VoxelCuller:
         ids = self.order.index_select(0, torch.from_numpy(pos))
         return Mapping(ids, torch.from_numpy(u), torch.from_numpy(v), offsets)
 
-
-BACKENDS = ("auto", "torch", "numba")
-
-
-def check_backend(backend: str, option: str = "backend") -> None:
-    """Raise :class:`ConfigError` for an unknown backend, or ``numba`` where numba is not installed."""
-    if backend not in BACKENDS:
-        raise ConfigError(option, f"unknown backend '{backend}' (one of {BACKENDS})")
-    if backend == "numba" and not kernels.available():
-        raise ConfigError(option, "numba is not installed (pip install numba), use auto or torch")
-
-
-def _use_kernels(backend: str, device: torch.device) -> bool:
-    """Whether to run the compiled CPU kernels (:mod:`featurizer.kernels`) rather than the torch code."""
-    check_backend(backend)
-    if backend == "torch":
-        return False
-    if backend == "numba":
-        if device.type != "cpu":
-            raise ConfigError("backend", f"the numba kernels run on CPU, not {device}")
-        return True
-    return device.type == "cpu" and kernels.available()
 
 
 def _segment_bounds(values: torch.Tensor, seg: torch.Tensor, num: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -538,211 +429,359 @@ def _segment_bounds(values: torch.Tensor, seg: torch.Tensor, num: int) -> tuple[
     return lo.scatter_reduce_(0, idx, values, "amin"), hi.scatter_reduce_(0, idx, values, "amax")
 
 
+
 # ---------------------------------------------------------------------------------------------------
-# Convex hulls
+# Compiled twins (numba, CPU)
+
+@njit
+def _pyramid(dep, tile):
+    """Max-depth pyramid of one (H, W) float32 depth map, as _DepthPyramid: level l
+    holds the max of every ``tile * 2**l`` pixel square, up to one tile covering the frame. A NaN
+    pixel never wins (it never passes the exact test, like an invalid 0).
+    Returns (flat float32, shapes (L, 2) int64, offsets (L,) int64)."""
+    height, width = dep.shape
+    th, tw = (height + tile - 1) // tile, (width + tile - 1) // tile
+    nlev = 1
+    t = tile
+    while t < max(width, height):
+        t *= 2
+        nlev += 1
+    shapes = np.empty((nlev, 2), dtype=np.int64)
+    offsets = np.empty(nlev, dtype=np.int64)
+    h, w, total = th, tw, 0
+    for lv in range(nlev):
+        shapes[lv, 0], shapes[lv, 1], offsets[lv] = h, w, total
+        total += h * w
+        h, w = (h + 1) // 2, (w + 1) // 2
+    flat = np.zeros(total, dtype=np.float32)
+    colmax = np.zeros(tw * tile, dtype=np.float32)
+    for ty in range(th):
+        colmax[:] = 0.0
+        for y in range(ty * tile, min(height, (ty + 1) * tile)):
+            row = dep[y]
+            for x in range(width):  # a select, so that the compiler vectorises it
+                v, c = row[x], colmax[x]
+                colmax[x] = v if v > c else c
+        for tx in range(tw):
+            m = colmax[tx * tile]
+            for j in range(1, tile):
+                m = max(m, colmax[tx * tile + j])
+            flat[ty * tw + tx] = m
+    for lv in range(1, nlev):
+        ph, pw, po = shapes[lv - 1, 0], shapes[lv - 1, 1], offsets[lv - 1]
+        h, w, o = shapes[lv, 0], shapes[lv, 1], offsets[lv]
+        for i in range(h):
+            for j in range(w):
+                m = flat[po + (2 * i) * pw + 2 * j]
+                if 2 * j + 1 < pw:
+                    m = max(m, flat[po + (2 * i) * pw + 2 * j + 1])
+                if 2 * i + 1 < ph:
+                    m = max(m, flat[po + (2 * i + 1) * pw + 2 * j])
+                    if 2 * j + 1 < pw:
+                        m = max(m, flat[po + (2 * i + 1) * pw + 2 * j + 1])
+                flat[o + i * w + j] = m
+    return flat, shapes, offsets
 
 
-def convex_hull(points: np.ndarray) -> np.ndarray:
-    """Andrew's monotone chain: the (K, 2) counter-clockwise hull vertices of (P, 2) points.
+@njit
+def _cull_range(cen, hal, a, b, ptr, w2c, fx, fy, cx, cy, width, height, border, flat, shapes, offsets, tile,
+                relative, tol, out, n):
+    """The boxes k = a .. b-1 (world ``cen[:, k] +- hal[:, k]``, coordinates by row (3, V)) that may hold
+    a point passing the exact test of the frame, appended to ``out`` from ``n`` on; returns (new n, the
+    number of items ``ptr`` gives them). Branch-free, so that mispredictions do not dominate.
 
-    Collinear points on an edge are dropped; fewer than 3 distinct non-collinear points give the
-    distinct extreme points (K < 3, zero area).
-    """
-    pts = sorted(set(map(tuple, np.asarray(points).reshape(-1, 2).tolist())))
-    if len(pts) <= 2:
-        return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    The test is that of _boxes_may_be_visible, with the same margins: camera-space
+    half extents ``sum_j |R_ij| h_j`` widened by ``1e-9 (1 + |c| + r)``; ``zh <= 0`` rejects (no point
+    in front); for ``zl > 0`` x / z over the box is extreme at its corners, so a pixel range missing the
+    border range by more than 0.5 px rejects; the footprint (grown by 1 px, the whole border range when
+    the box straddles z = 0) reads the max depth dmax of the <= 2 x 2 pyramid tiles of the first level
+    longer than it, and ``zl > (dmax + tol(dmax)) (1 + 1e-9) + 1e-9`` or no valid depth rejects."""
+    r00, r01, r02, t0 = w2c[0, 0], w2c[0, 1], w2c[0, 2], w2c[0, 3]
+    r10, r11, r12, t1 = w2c[1, 0], w2c[1, 1], w2c[1, 2], w2c[1, 3]
+    r20, r21, r22, t2 = w2c[2, 0], w2c[2, 1], w2c[2, 2], w2c[2, 3]
+    a00, a01, a02 = abs(r00), abs(r01), abs(r02)
+    a10, a11, a12 = abs(r10), abs(r11), abs(r12)
+    a20, a21, a22 = abs(r20), abs(r21), abs(r22)
+    left, top = float(border), float(border)
+    right, bottom = float(width - 1 - border), float(height - 1 - border)
+    top_level = shapes.shape[0] - 1
+    tile_bits = 0
+    while (1 << tile_bits) < tile:  # tile is a power of two
+        tile_bits += 1
+    npts = 0
+    for k in range(a, b):
+        c0, c1, c2 = cen[0, k], cen[1, k], cen[2, k]
+        h0, h1, h2 = hal[0, k], hal[1, k], hal[2, k]
+        x = r00 * c0 + r01 * c1 + r02 * c2 + t0
+        y = r10 * c0 + r11 * c1 + r12 * c2 + t1
+        z = r20 * c0 + r21 * c1 + r22 * c2 + t2
+        rx = a00 * h0 + a01 * h1 + a02 * h2
+        ry = a10 * h0 + a11 * h1 + a12 * h2
+        rz = a20 * h0 + a21 * h1 + a22 * h2
+        rx += 1e-9 * (1.0 + abs(x) + rx)
+        ry += 1e-9 * (1.0 + abs(y) + ry)
+        rz += 1e-9 * (1.0 + abs(z) + rz)
+        zl, zh = z - rz, z + rz
+        front = zl > 0
+        il = 1.0 / (zl if front else 1.0)
+        ih = 1.0 / (zh if front else 1.0)
+        xa, xb, ya, yb = x - rx, x + rx, y - ry, y + ry
+        umin = fx * min(xa * il, xa * ih) + cx
+        umax = fx * max(xb * il, xb * ih) + cx
+        vmin = fy * min(ya * il, ya * ih) + cy
+        vmax = fy * max(yb * il, yb * ih) + cy
+        out_of_frame = ((umax < border - 1) | (umin > width - border)
+                        | (vmax < border - 1) | (vmin > height - border))
+        ok = (zh > 0) & ~(front & out_of_frame)
+        c_lo = min(max(np.floor(umin - 1), left), right) if front else left
+        c_hi = min(max(np.ceil(umax + 1), left), right) if front else right
+        r_lo = min(max(np.floor(vmin - 1), top), bottom) if front else top
+        r_hi = min(max(np.ceil(vmax + 1), top), bottom) if front else bottom
+        ic0, ic1, ir0, ir1 = int(c_lo), int(c_hi), int(r_lo), int(r_hi)
+        extent = max(ir1 - ir0, ic1 - ic0)
+        lv = 0
+        for j in range(top_level):
+            lv += (tile << j) <= extent
+        sh = tile_bits + lv  # tiles of 2**sh pixels: shifts, not divisions
+        w, o = shapes[lv, 1], offsets[lv]
+        ra, rb, ca, cb = (ir0 >> sh) * w + o, (ir1 >> sh) * w + o, ic0 >> sh, ic1 >> sh
+        dmax = np.float64(max(max(flat[ra + ca], flat[ra + cb]), max(flat[rb + ca], flat[rb + cb])))
+        limit = dmax * (1.0 + tol) if relative else dmax + tol
+        ok &= (dmax > 0) & ~(zl > limit * (1.0 + 1e-9) + 1e-9)
+        out[n] = k
+        n += 1 if ok else 0
+        npts += (ptr[k + 1] - ptr[k]) if ok else 0
+    return n, npts
 
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
-    lower: list = []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list = []
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)
-
-
-def polygon_area(vertices: np.ndarray) -> float:
-    """Shoelace area of a (K, 2) polygon (0 when K < 3)."""
-    p = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
-    if len(p) < 3:
-        return 0.0
-    x, y = p[:, 0], p[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
+@njit
+def _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c, k4, dep, border, relative, tol, tile, out_vox, coarse):
+    """Fine voxels of one frame that may hold a visible point, in voxel order, into ``out_vox``: the
+    coarse voxels first (into ``coarse``), then the fine voxels of those that pass.
+    Returns (number of voxels, number of their points)."""
+    height, width = dep.shape
+    if width <= 2 * border or height <= 2 * border:  # no pixel inside the border
+        return 0, 0
+    flat, shapes, offsets = _pyramid(dep, tile)
+    fx, fy, cx, cy = k4[0], k4[1], k4[2], k4[3]
+    n_coarse, _ = _cull_range(ccen, chal, 0, ccen.shape[1], cptr, w2c, fx, fy, cx, cy, width, height,
+                              border, flat, shapes, offsets, tile, relative, tol, coarse, 0)
+    n_vox, n_pts = 0, 0
+    for j in range(n_coarse):
+        c = coarse[j]
+        n_vox, npts = _cull_range(cen, hal, cptr[c], cptr[c + 1], ptr, w2c, fx, fy, cx, cy, width, height,
+                                  border, flat, shapes, offsets, tile, relative, tol, out_vox, n_vox)
+        n_pts += npts
+    return n_vox, n_pts
 
 
-_ANCHOR_DIRECTIONS = ((1, 0), (1, 1), (1, -1), (2, 1), (2, -1), (1, 2), (1, -2))  # (a, b): minimise a y - b x
+@njit
+def _exact_frame(points, ptr, vox, n_vox, w2c, k4, dep, border, relative, tol, out_pos, out_u, out_v, start):
+    """The exact test of DESIGN.md section 5 on the points of the voxels ``vox[:n_vox]``; writes the
+    kept (position, u, v) from ``start`` on and returns the new end."""
+    height, width = dep.shape
+    fx, fy, cx, cy = k4[0], k4[1], k4[2], k4[3]
+    n = start
+    for j in range(n_vox):
+        vx = vox[j]
+        for p in range(ptr[vx], ptr[vx + 1]):
+            px, py, pz = points[p, 0], points[p, 1], points[p, 2]
+            x = w2c[0, 0] * px + w2c[0, 1] * py + w2c[0, 2] * pz + w2c[0, 3]
+            y = w2c[1, 0] * px + w2c[1, 1] * py + w2c[1, 2] * pz + w2c[1, 3]
+            z = w2c[2, 0] * px + w2c[2, 1] * py + w2c[2, 2] * pz + w2c[2, 3]
+            u = np.rint(fx * x / z + cx)
+            v = np.rint(fy * y / z + cy)
+            if not (z > 0 and u >= border and u < width - border and v >= border and v < height - border):
+                continue
+            ui, vi = int(u), int(v)
+            d = np.float64(dep[vi, ui])
+            if d > 0 and abs(d - z) <= (tol * d if relative else tol):
+                out_pos[n] = p
+                out_u[n] = ui
+                out_v[n] = vi
+                n += 1
+    return n
 
 
-def _minorant_candidates(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """(Q,) int64 positions of the points that may be strict vertices of their group's convex minorant
-    (same arguments as :func:`_minorant_integral2`), found without iterating.
+@njit
+def _map_chunk(points, ptr, cen, hal, ccen, chal, cptr, w2c, k4, depths, finite, border, relative, tol, tile):
+    """The mapping of a run of frames: (pos, u, v) int64 of the kept pairs (frame-major) and counts (F,).
+    Each frame is culled and then tested at once, while its depth map is still in the cache."""
+    nf = w2c.shape[0]
+    vox = np.empty(cen.shape[1] + 1, dtype=np.int64)  # + 1: the branch-free compaction writes one past
+    coarse = np.empty(ccen.shape[1] + 1, dtype=np.int64)
+    cap = 1 << 16
+    pos = np.empty(cap, dtype=np.int64)
+    u = np.empty(cap, dtype=np.int64)
+    v = np.empty(cap, dtype=np.int64)
+    counts = np.zeros(nf, dtype=np.int64)
+    n = 0
+    for f in range(nf):
+        if not finite[f]:
+            continue
+        n_vox, n_pts = _cull_frame(ccen, chal, cptr, cen, hal, ptr, w2c[f], k4[f], depths[f], border,
+                                   relative, tol, tile, vox, coarse)
+        if n_vox == 0:
+            continue
+        if n + n_pts > cap:
+            cap = max(2 * cap, n + n_pts)
+            pos, u, v = _grow(pos, n, cap), _grow(u, n, cap), _grow(v, n, cap)
+        end = _exact_frame(points, ptr, vox, n_vox, w2c[f], k4[f], depths[f], border, relative, tol,
+                           pos, u, v, n)
+        counts[f] = end - n
+        n = end
+    return pos[:n].copy(), u[:n].copy(), v[:n].copy(), counts
 
-    Anchors: each group's first and last point and, for a few integer directions (a, b), the points
-    minimising ``a y - b x`` (exact in int64): all lie on the minorant. Between two consecutive
-    anchors the minorant lies on or below their chord, so a point on or above that chord is no
-    strict vertex, and the remaining points (the anchors and the points strictly below the chords)
-    have the same minorant as the whole set.
-    """
-    n = len(x)
-    device = x.device
-    pos = torch.arange(n, device=device)
-    anchor = torch.ones(n, dtype=torch.bool, device=device)
-    anchor[1:-1] = (group[1:-1] != group[:-2]) | (group[1:-1] != group[2:])
-    big = torch.iinfo(torch.int64).max
-    for a, b in _ANCHOR_DIRECTIONS:
-        val = a * y - b * x
-        low = torch.full((num_groups,), big, dtype=torch.int64, device=device).scatter_reduce_(0, group, val, "amin")
-        anchor |= val == low.index_select(0, group)
-    marks = torch.where(anchor, pos, -1)
-    prev = torch.cummax(marks, 0).values
-    nxt = n - 1 - torch.cummax(torch.where(anchor, n - 1 - pos, -1).flip(0), 0).values.flip(0)
-    xa, ya, xb, yb = x.index_select(0, prev), y.index_select(0, prev), x.index_select(0, nxt), y.index_select(0, nxt)
-    above = (y - ya) * (xb - xa) >= (yb - ya) * (x - xa)
-    return torch.nonzero(anchor | ~above).flatten()
 
-
-def _minorant_integral2(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Twice the integral of each group's convex minorant (lower monotone chain) of points (x, y).
-
-    group, x, y: (P,) int64, sorted by (group, x) with x strictly increasing within a group.
-    The chain is found by parallel pruning: a point on or above the chord of its two neighbours is
-    never a strict vertex of the lower chain, so every such point is removed at once; repeat on the
-    groups that changed until none does. Endpoints are never removed. Returns (G,) int64.
-    """
-    device = x.device
-    done: list[torch.Tensor] = []
-    cur = _minorant_candidates(group, x, y, num_groups) if len(x) >= 3 else torch.arange(len(x), device=device)
-    while len(cur) >= 3:
-        g = group[cur]
-        a, b, c = cur[:-2], cur[1:-1], cur[2:]
-        same = (g[:-2] == g[1:-1]) & (g[1:-1] == g[2:])
-        above = (y[b] - y[a]) * (x[c] - x[a]) >= (y[c] - y[a]) * (x[b] - x[a])
-        drop = same & above
-        if not bool(drop.any()):
-            break
-        remove = torch.zeros(len(cur), dtype=torch.bool, device=device)
-        remove[1:-1] = drop
-        changed = torch.zeros(num_groups, dtype=torch.bool, device=device)
-        changed[g[remove]] = True
-        active = changed[g]
-        done.append(cur[~active])
-        cur = cur[active & ~remove]
-    done.append(cur)
-    alive = torch.sort(torch.cat(done)).values
-    ga = group[alive]
-    same = ga[1:] == ga[:-1]
-    xa, ya = x[alive], y[alive]
-    trap = (xa[1:] - xa[:-1]) * (ya[1:] + ya[:-1])
-    out = torch.zeros(num_groups, dtype=torch.int64, device=device)
-    out.index_add_(0, ga[1:][same], trap[same])
+@njit
+def _grow(a, n, cap):
+    out = np.empty(cap, dtype=a.dtype)
+    out[:n] = a[:n]
     return out
 
 
-def group_boxes(group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Box of each of many pixel sets: (G, 4) int64 ``(r0, r1, c0, c1)`` = min/max ``row`` and ``col``
-    over the pixels of set g (``group`` (P,) int64 in 0 .. G-1); undefined (+-int64 max) for empty sets."""
-    big = torch.iinfo(torch.int64).max
-    box = torch.empty(num_groups, 4, dtype=torch.int64, device=row.device)
-    box[:, 0::2] = big
-    box[:, 1::2] = -big
-    box[:, 0].scatter_reduce_(0, group, row, "amin")
-    box[:, 1].scatter_reduce_(0, group, row, "amax")
-    box[:, 2].scatter_reduce_(0, group, col, "amin")
-    box[:, 3].scatter_reduce_(0, group, col, "amax")
-    return box
+_POOL: ThreadPoolExecutor | None = None
 
 
-def grouped_hull_area2(
-    group: torch.Tensor, row: torch.Tensor, col: torch.Tensor, num_groups: int, backend: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Convex hull of many pixel sets at once: twice the area (exact) and the box of each set.
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL._max_workers != threads:  # noqa: SLF001
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurizer-map")
+    return _POOL
 
-    group, row, col: (P,) int64 (pixel p belongs to set ``group[p]`` in 0 .. G-1).
-    The hull of a pixel set is bounded by the convex minorant of each row's leftmost pixel and the
-    concave majorant of each row's rightmost pixel (the two monotone chains of Andrew's algorithm
-    with the points sorted by row), so the area is the integral of their difference.
-    Returns area2 (G,) int64 (0 for empty, single-row, single-column or otherwise collinear sets)
-    and box (G, 4) int64 ``(r0, r1, c0, c1)`` = min/max row and column (undefined for empty sets).
-    backend: ``auto`` (the compiled monotone chain of :mod:`featurizer.kernels` on CPU when numba is
-    installed), ``torch`` (the parallel pruning below) or ``numba``; all give the same numbers.
+
+def map_frames(points: np.ndarray, ptr: np.ndarray, center: np.ndarray, half: np.ndarray, ccenter: np.ndarray,
+               chalf: np.ndarray, cptr: np.ndarray, w2c: np.ndarray, k4: np.ndarray, depths: np.ndarray,
+               finite: np.ndarray, border: int, relative: bool, tol: float,
+               threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Depth-tested mapping of a batch of frames over a voxel hierarchy (arrays of a VoxelCuller).
+
+    points (N, 3) float64 in voxel order; ptr (V + 1,) fine voxel -> points; center, half (3, V) (the
+    coordinates by row, the order the culling loop reads them in); ccenter, chalf (3, C) and cptr
+    (C + 1,) coarse voxel -> fine voxels; w2c (F, 4, 4) float64;
+    k4 (F, 4) float64 ``fx, fy, cx, cy``; depths (F, H, W) float32 metres; finite (F,) bool (frames
+    with a non-finite pose get nothing). Returns pos, u, v (M,) int64 (pos: index into ``points``)
+    frame after frame, and counts (F,) int64.
     """
-    device = row.device
-    if _use_kernels(backend, device):
-        area2, box = kernels.group_hulls(group.numpy(), row.numpy(), col.numpy(), num_groups)
-        return torch.from_numpy(area2), torch.from_numpy(box)
-    big = torch.iinfo(torch.int64).max
-    box = group_boxes(group, row, col, num_groups)
-    if len(row) == 0:
-        return torch.zeros(num_groups, dtype=torch.int64, device=device), box
-    row_lo = int(row.min())
-    height = int(row.max()) - row_lo + 1
-    # each row's leftmost and rightmost pixel: a dense (used group, row) table when it is small (no
-    # sort), else a sort of the keys
-    used = torch.zeros(num_groups, dtype=torch.bool, device=device)
-    used[group] = True
-    used_ids = torch.nonzero(used).flatten()
-    if len(used_ids) * height <= max(4 * len(row), 1 << 16):
-        rank = torch.cumsum(used, 0) - 1
-        key = rank.index_select(0, group) * height + (row - row_lo)
-        size = len(used_ids) * height
-        left = torch.full((size,), big, dtype=torch.int64, device=device).scatter_reduce_(0, key, col, "amin")
-        right = torch.full((size,), -big, dtype=torch.int64, device=device).scatter_reduce_(0, key, col, "amax")
-        cells = torch.nonzero(left != big).flatten()  # sorted: group, then row
-        left, right = left.index_select(0, cells), right.index_select(0, cells)
-        g, r = used_ids.index_select(0, cells // height), cells % height + row_lo
+    nf = len(w2c)
+    depths = np.ascontiguousarray(depths, dtype=np.float32)
+    boxes = [np.ascontiguousarray(a, dtype=np.float64) for a in (center, half, ccenter, chalf)]
+    args = (np.ascontiguousarray(points, dtype=np.float64), ptr, *boxes, cptr)
+    opts = (int(border), bool(relative), float(tol), _DepthPyramid.TILE)
+    threads = max(1, min(int(threads), nf))
+    bounds = np.linspace(0, nf, threads + 1).round().astype(int)
+    chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def run(a: int, b: int):
+        return _map_chunk(*args, w2c[a:b], k4[a:b], depths[a:b], finite[a:b], *opts)
+
+    if len(chunks) == 1:
+        parts = [run(*chunks[0])]
     else:
-        key, inv = torch.unique(group * height + (row - row_lo), return_inverse=True)  # sorted: group, then row
-        left = torch.full((len(key),), big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amin")
-        right = torch.full((len(key),), -big, dtype=torch.int64, device=device).scatter_reduce_(0, inv, col, "amax")
-        g, r = key // height, key % height + row_lo
-    lower = _minorant_integral2(g, r, left, num_groups)
-    upper = -_minorant_integral2(g, r, -right, num_groups)
-    return upper - lower, box
+        parts = list(_pool(threads).map(lambda ab: run(*ab), chunks))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
-# ---------------------------------------------------------------------------------------------------
-# Patch grids
+
+@njit
+def _voxel_keys(pts, lo, voxel_points, coarse):
+    """Fine voxel size (from the occupancy of a 33^3 probe grid) and each point's sort key (coarse voxel,
+    then fine cell in it), exactly as the torch code of VoxelCuller."""
+    n = pts.shape[0]
+    extent = 1e-6
+    hi = np.empty(3)
+    for a in range(3):
+        hi[a] = pts[0, a]
+        for i in range(n):
+            hi[a] = max(hi[a], pts[i, a])
+        extent = max(extent, hi[a] - lo[a])
+    probe = extent / 32.0
+    seen = np.zeros(33 ** 3, dtype=np.bool_)
+    for i in range(n):
+        c0 = min(max(int(np.floor((pts[i, 0] - lo[0]) / probe)), 0), 32)
+        c1 = min(max(int(np.floor((pts[i, 1] - lo[1]) / probe)), 0), 32)
+        c2 = min(max(int(np.floor((pts[i, 2] - lo[2]) / probe)), 0), 32)
+        seen[(c0 * 33 + c1) * 33 + c2] = True
+    occupied = 0
+    for j in range(seen.shape[0]):
+        occupied += seen[j]
+    size = min(max(np.sqrt(occupied * probe * probe * voxel_points / n), probe / 16), extent)
+    cell = np.empty((n, 3), dtype=np.int64)
+    dims = np.zeros(3, dtype=np.int64)
+    for i in range(n):
+        for a in range(3):
+            c = int(np.floor((pts[i, a] - lo[a]) / size))
+            cell[i, a] = c
+            dims[a] = max(dims[a], c // coarse + 1)
+    key = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        cc0, cc1, cc2 = cell[i, 0] // coarse, cell[i, 1] // coarse, cell[i, 2] // coarse
+        s0, s1, s2 = cell[i, 0] - cc0 * coarse, cell[i, 1] - cc1 * coarse, cell[i, 2] - cc2 * coarse
+        ckey = (cc0 * dims[1] + cc1) * dims[2] + cc2
+        key[i] = ckey * coarse ** 3 + (s0 * coarse + s1) * coarse + s2
+    return size, key
 
 
-def box_sums(tokens: torch.Tensor, b: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor,
-             c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
-    """Sums of tokens over half-open boxes ``[r0, r1) x [c0, c1)`` of the grids.
+@njit
+def _voxel_layout(pts, skey, order, coarse):
+    """From the sorted keys: the points in voxel order, fine voxel -> points and coarse -> fine pointers,
+    and the bounds (lo, hi) of every fine and coarse voxel."""
+    n = skey.shape[0]
+    c3 = coarse ** 3
+    n_fine, n_coarse = 1, 1
+    for i in range(1, n):
+        if skey[i] != skey[i - 1]:
+            n_fine += 1
+            if skey[i] // c3 != skey[i - 1] // c3:
+                n_coarse += 1
+    spts = np.empty((n, 3))
+    ptr = np.zeros(n_fine + 1, dtype=np.int64)
+    cptr = np.zeros(n_coarse + 1, dtype=np.int64)
+    lo = np.empty((n_fine, 3))
+    hi = np.empty((n_fine, 3))
+    clo = np.empty((n_coarse, 3))
+    chi = np.empty((n_coarse, 3))
+    f, c = -1, -1
+    for i in range(n):
+        p = order[i]
+        new_fine = i == 0 or skey[i] != skey[i - 1]
+        if new_fine:
+            f += 1
+            ptr[f] = i
+            if i == 0 or skey[i] // c3 != skey[i - 1] // c3:
+                c += 1
+                cptr[c] = f
+        for a in range(3):
+            v = pts[p, a]
+            spts[i, a] = v
+            if new_fine:
+                lo[f, a] = v
+                hi[f, a] = v
+            else:
+                lo[f, a] = min(lo[f, a], v)
+                hi[f, a] = max(hi[f, a], v)
+    ptr[n_fine] = n
+    cptr[n_coarse] = n_fine
+    for c in range(n_coarse):
+        for a in range(3):
+            clo[c, a] = lo[cptr[c], a]
+            chi[c, a] = hi[cptr[c], a]
+            for f in range(cptr[c] + 1, cptr[c + 1]):
+                clo[c, a] = min(clo[c, a], lo[f, a])
+                chi[c, a] = max(chi[c, a], hi[f, a])
+    return spts, ptr, cptr, lo, hi, clo, chi
 
-    tokens: (B, R, C, D); b, r0, r1, c0, c1: (K,) int64 (frame in the batch and box, clamped by the
-    caller into 0 .. R / 0 .. C). Returns (K, D) float64 (zero for empty boxes). One batched matmul
-    of 0/1 box masks with the tokens, in the tokens' dtype (float32 sums of at most R*C tokens).
-    """
-    bsz, rows, cols, dim = tokens.shape
-    device = tokens.device
-    if len(b) == 0:
-        return torch.zeros(0, dim, dtype=torch.float64, device=device)
-    ar, ac = torch.arange(rows, device=device), torch.arange(cols, device=device)
-    in_r = (ar >= r0[:, None]) & (ar < r1[:, None])
-    in_c = (ac >= c0[:, None]) & (ac < c1[:, None])
-    mask = (in_r[:, :, None] & in_c[:, None, :]).reshape(len(b), rows * cols).to(tokens.dtype)
-    order = torch.argsort(b, stable=True)
-    per = torch.bincount(b, minlength=bsz)
-    slot = torch.empty_like(b)
-    slot[order] = torch.arange(len(b), device=device) - (torch.cumsum(per, 0) - per)[b[order]]
-    padded = torch.zeros(bsz, int(per.max()), rows * cols, dtype=tokens.dtype, device=device)
-    padded[b, slot] = mask
-    out = torch.bmm(padded, tokens.reshape(bsz, rows * cols, dim))
-    return out[b, slot].to(torch.float64)
+
+def voxel_keys(pts: np.ndarray, lo: np.ndarray, voxel_points: int, coarse: int) -> tuple[float, np.ndarray]:
+    """(fine voxel size, (N,) int64 sort key) of (N, 3) float64 points whose per-axis minimum is ``lo``."""
+    return _voxel_keys(np.ascontiguousarray(pts, dtype=np.float64), np.asarray(lo, dtype=np.float64),
+                       float(voxel_points), int(coarse))
 
 
-def cell_rects(encoded_region: tuple[float, float, float, float], grid: tuple[int, int],
-               rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Frame-pixel rectangles (K, 4) ``(x0, y0, x1, y1)`` of patch cells (rows, cols) of a grid
-    (R, C) covering ``encoded_region`` uniformly."""
-    x0, y0, x1, y1 = encoded_region
-    ch, cw = (y1 - y0) / grid[0], (x1 - x0) / grid[1]
-    rows = np.asarray(rows, dtype=np.float64)
-    cols = np.asarray(cols, dtype=np.float64)
-    return np.stack([x0 + cols * cw, y0 + rows * ch, x0 + (cols + 1) * cw, y0 + (rows + 1) * ch], axis=-1)
+def voxel_layout(pts: np.ndarray, skey: np.ndarray, order: np.ndarray, coarse: int):
+    """Points in voxel order (N, 3), ptr (V + 1,), coarse ptr (C + 1,), fine lo, hi (V, 3), coarse lo,
+    hi (C, 3)."""
+    return _voxel_layout(np.ascontiguousarray(pts, dtype=np.float64), np.ascontiguousarray(skey),
+                         np.ascontiguousarray(order), int(coarse))
