@@ -132,11 +132,14 @@ def _batches(frames: list, positions: list[int], frame_batch: int) -> list[list[
     return out
 
 
-def _loader(frames: list, batches: list[list[int]], num_workers: int, with_depth: bool = True):
+def _loader(frames: list, batches: list[list[int]], num_workers: int, with_depth: bool = True,
+            pin: bool = False):
+    """Batches of decoded frames; with workers, each prefetches 4 batches while the device encodes, and on
+    a GPU (``pin``) the batches arrive in page-locked memory for asynchronous copies."""
     return torch.utils.data.DataLoader(
         _Frames(frames, with_depth), batch_sampler=batches,
-        num_workers=num_workers, collate_fn=_collate, pin_memory=False,
-        persistent_workers=False)
+        num_workers=num_workers, collate_fn=_collate, pin_memory=pin,
+        prefetch_factor=4 if num_workers else None, persistent_workers=False)
 
 
 def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.device = "cpu",
@@ -172,7 +175,8 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     opts = fusion.mapping_options
     batches = _batches(frames, positions, frame_batch)
     skipped: dict[int, str] = {}
-    loader = watch.iterate(_loader(frames, batches, num_workers), "decode")
+    loader = watch.iterate(_loader(frames, batches, num_workers, pin=torch.device(device).type == "cuda"),
+                           "decode")
     for n_batch, (pos, colors, depths, bad) in enumerate(loader):
         skipped.update({frames[p].number: reason for p, reason in bad.items()})
         if not pos:
