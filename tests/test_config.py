@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONF
 
-GROUPS = ["dataset", "segmenter", "encoder3d", "encoder2d", "fusion", "logger", "trainer", "experiment", "ablation"]
+GROUPS = ["dataset", "segmenter", "encoder3d", "encoder2d", "fusion", "logger", "trainer", "experiment", "ablation",
+          "annotations"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -32,6 +33,8 @@ def test_option_composes_and_targets_exist(group, option):
         target = node.get("_target_") if node is not None else None
         if target:
             assert isinstance(get_class(target), type), f"{name}: {target} is not a class"
+    for name, builder in (cfg.annotations.get("builders") or {}).items():
+        assert isinstance(get_class(builder["_target_"]), type), f"annotations.builders.{name}"
     # every interpolation of the parts resolves (paths, env defaults, oc.select), to concrete values
     for name in ["dataset", "segmenter", "encoder3d", "encoder2d", "fusion", "trainer"]:
         resolved = OmegaConf.to_container(cfg[name], resolve=True, throw_on_missing=False)
@@ -51,3 +54,13 @@ def test_unknown_option_is_a_clear_error():
 
     with pytest.raises(MissingConfigException, match="encoder3d"):
         _compose(["encoder3d=uni3d_huge"])
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_options_compose_with_the_submitit_plugin(launcher):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = _compose([f"hydra/launcher={launcher}", "num_shards=4", "shard=3"])
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher")
+    assert cfg.num_shards == 4 and cfg.shard == 3
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.array_parallelism == 64
