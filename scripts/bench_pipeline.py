@@ -1,13 +1,13 @@
 """Where the time goes: the whole pipeline on generated scenes of ScanNet's sizes, random-weight models of the
 real architectures (DINOv2-large built from its config, Uni3D-g), on one device.
 
-    python scripts/bench_pipeline.py --device cuda --bf16        # 150 frames, 100 instances, 150k points a scene
-    python scripts/bench_pipeline.py --scenes 1 --frames 8       # CPU: a few minutes (3D rate from 4 instances)
+    python scripts/bench_pipeline.py --device cuda --bf16   # 150 frames, 100 instances, 150k points a scene
+    python scripts/bench_pipeline.py --scenes 1 --frames 8  # CPU: a few minutes (3D rate from 4 instances)
 
 Each scene is a synthetic ScanNet scan (``featurizer.dataset.synthetic.generate_scene``: furniture in a room,
-a mesh of about ``--points`` vertices, ``--frames`` 640x480 RGB-D frames rendered and written as JPEG colour and
-uint16 PNG depth in the exported-frame layout), read by ``ScanNetReader`` as a real scan is. Its instances are
-the ground-truth objects, walls and floor, then halves of them (along each one's longest side) up to
+a mesh of about ``--points`` vertices, ``--frames`` 640x480 RGB-D frames rendered and written as JPEG colour
+and uint16 PNG depth in the exported-frame layout), read by ``ScanNetReader`` as a real scan is. Its instances
+are the ground-truth objects, walls and floor, then halves of them (along each one's longest side) up to
 ``--instances``: a Mask3D export lists about 100 masks, the later ones overlapping parts of objects. Timed per
 scene, as the pipeline runs them (one after the other; nothing overlaps but the frame decoding, which the
 2D stage's DataLoader workers prefetch while the encoder runs):
@@ -62,7 +62,7 @@ from featurizer.stage2d import run_2d  # noqa: E402
 from scripts.bench_3d import machine, sync  # noqa: E402
 
 SCANNET_SCANS, SCANNET_FRAMES, SCANNET_INSTANCES = 1513, 150, 100
-# facebook/dinov2-* config.json values (no download); the processor is the model cards' preprocessor_config.json
+# facebook/dinov2-* config.json values (no download); the processor: the model cards' preprocessor_config.json
 DINOV2 = {
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
@@ -313,7 +313,7 @@ def main() -> None:
     other_2d = total["2d"] - sum(total[k] for k in ("decode", "encode", "map", "fuse"))
     rows = [  # name, throughput, measured s per scene, scale to a ScanNet scene
         ("read scene (PLY mesh, annotations)", "", total["read"] / n, 1.0),
-        (f"decode frames (JPEG + PNG, {args.workers} workers)",
+        (f"decode frames (JPEG + PNG, workers: {args.workers})",
          f"{counts['decoded'] / total['decode_alone']:.1f} frames/s", total["decode"] / n, f_scale),
         (f"3D: Uni3D-{args.size} ({n3d} of {inst:.0f} instances)",
          f"{counts['encoded_3d'] / total['3d']:.2f} instances/s", total["3d"] / n, i_scale),
@@ -330,8 +330,8 @@ def main() -> None:
     precision = "bf16 autocast" if cuda_bf16 else "fp32"
     print(f"\nbench_pipeline on {device.type}: {n} scene(s) of {frames:.0f} frames 640x480, "
           f"{counts['points'] / n:.0f} points, {inst:.0f} instances ({counts['with_2d'] / n:.0f} with a 2D "
-          f"feature); Uni3D-{args.size} and DINOv2-{args.dinov2} (random weights, {precision}), fusion paper, "
-          f"frame batch {args.frame_batch}")
+          f"feature); Uni3D-{args.size} and DINOv2-{args.dinov2} (random weights, {precision}), "
+          f"fusion paper, frame batch {args.frame_batch}")
     print(machine(device))
     print(f"stages run one after the other: the time of a scene is their sum; 'ScanNet scene' scales each "
           f"stage by its rate to {SCANNET_FRAMES} frames and {SCANNET_INSTANCES} instances\n")
@@ -339,7 +339,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, rate, sec, scale in rows:
         print(f"| {name} | {rate} | {sec:.3f} | {sec * scale:.3f} | {sec * scale / projected:.0%} |")
-    print(f"| **scene (sum)** | {3600 / per_scene:.1f} scenes/hour | {per_scene:.3f} | {projected:.3f} | 100% |")
+    print(f"| **scene (sum)** | {3600 / per_scene:.1f} scenes/hour ({3600 / projected:.1f} ScanNet) "
+          f"| {per_scene:.3f} | {projected:.3f} "
+          "| 100% |")
     print(f"\nbottleneck: {slowest[0]}, {slowest[2] * slowest[3] / projected:.0%} of a ScanNet scene's time")
     print(f"decode throughput: each scene's frames read once more, alone; the decode row's time is what the "
           f"2D stage waited for its {args.workers} workers\n")
@@ -353,7 +355,8 @@ def main() -> None:
         print("\n| phase | GPU utilisation (mean) | GPU peak memory (torch allocated) |")
         print("|---|---:|---:|")
         for phase in ("decode", "3D", "2D"):
-            print(f"| {phase} | {monitor.utilisation(phase)} | {monitor.peak.get(phase, 0) / 2**30:.1f} GiB |")
+            peak = monitor.peak.get(phase, 0) / 2**30
+            print(f"| {phase} | {monitor.utilisation(phase)} | {peak:.1f} GiB |")
         if not monitor.util_ok:
             print("(GPU utilisation needs pynvml: pip install nvidia-ml-py)")
     else:
