@@ -50,9 +50,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featurizer.dataset.frames import read_frame_checked  # noqa: E402
-from featurizer.dataset.scannet import ScanNetReader  # noqa: E402
-from featurizer.dataset.synthetic import generate_scene, write_labels_tsv  # noqa: E402
 from featurizer.dataset.labels import TSV_NAME  # noqa: E402
+from featurizer.dataset.scannet import ScanNetReader  # noqa: E402
+from featurizer.dataset.synthetic.generate import generate_scene  # noqa: E402
+from featurizer.dataset.synthetic.layout import write_labels_tsv  # noqa: E402
 from featurizer.encoder2d.hf import HFPatchEncoder  # noqa: E402
 from featurizer.encoder3d.uni3d import SIZES, Uni3D, preprocess  # noqa: E402
 from featurizer.fusion.paper import PaperFusion  # noqa: E402
@@ -89,7 +90,7 @@ def make_scenes(root: Path, n: int, frames: int, points: int) -> ScanNetReader:
         generate_scene(root, scene_id, np.random.default_rng([0, i]), num_frames=frames, num_objects=100,
                        object_vertices=per_object)
         ids.append(scene_id)
-    return ScanNetReader(str(root), split="val", scenes=ids)
+    return ScanNetReader(str(root), splits=["val"], scenes=ids)
 
 
 def with_parts(instances: list[Instance], points: np.ndarray, n: int) -> list[Instance]:
