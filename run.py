@@ -28,8 +28,10 @@ def _optional(node: DictConfig):
 
 
 def _choices() -> dict:
-    """The option picked in each config group (``dataset: synthetic``, ...), Hydra's own left out."""
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+    """The option picked in each config group (``dataset: synthetic``, ...); Hydra's own and nested groups
+    (the annotation builders under ``annotations``) left out."""
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items()
+            if not k.startswith("hydra") and "/" not in k and "@" not in k}
 
 
 def _annotation_job(cfg: DictConfig):
@@ -85,9 +87,10 @@ def featurize(cfg: DictConfig):
     bad_scenes = validate_scenes(reader, segmenter, cfg.on_bad_scene)  # every scene, before any shard
     reader.scene_ids = [s for s in reader.scene_ids if s not in bad_scenes]  # on_bad_scene=skip
     scene_splits = {s: reader.split_of(s) for s in reader.scene_ids}
-    annotations = _annotation_job(cfg)
-    if annotations is not None:
-        annotations.check(scene_splits, {s: reader.gt_object_count(s) for s in reader.scene_ids})
+    annotations = None if sharded else _annotation_job(cfg)  # a share builds none: its merge does
+    if annotations is not None:  # skipped bad scenes count as in the run: their records are left out later
+        known = {**{s: reader.split_of(s) for s in bad_scenes}, **scene_splits}
+        annotations.check(known, {s: reader.gt_object_count(s) if s not in bad_scenes else None for s in known})
     encoder3d = instantiate(cfg.encoder3d)
     encoder2d = _optional(cfg.encoder2d)
     fusion = _optional(cfg.fusion) if encoder2d is not None else None

@@ -65,9 +65,9 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
 
 def test_merge_names_the_unfinished_scene(tmp_path):
     store = StageStore(tmp_path / "cache", {"3d": "h"})
-    names = OutputNames("scannet", "gt", "uni3d", "val", ground_truth=True)
+    names = OutputNames("scannet", "gt", "uni3d", ground_truth=True)
     with pytest.raises(FeaturizerError, match="scene0001_00"):
-        merge(store, tmp_path / "out", ["scene0001_00"], names)
+        merge(store, tmp_path / "out", ["scene0001_00"], {"scene0001_00": "val"}, names)
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
@@ -132,3 +132,41 @@ def test_remove_stale_deletes_only_temporaries_of_dead_processes(tmp_path):
     assert sorted(removed) == sorted([theirs, folder, far_old])
     assert mine.exists() and far_new.exists() and user.exists()
     assert not theirs.exists() and not folder.exists() and not far_old.exists()
+
+
+def test_output_names_follow_chat_scene_for_splits_and_the_test_split():
+    pred = OutputNames("scannet", "mask3d", "uni3d", ground_truth=False)
+    gt = OutputNames("scannet", "gt", "uni3d", ground_truth=True)
+    assert pred.feats3d() == "scannet_mask3d_uni3d_feats.pt" and pred.feats2d() == "scannet_mask3d_videofeats.pt"
+    assert pred.feats3d(with_test=True) == "scannet_mask3d_uni3d_feats_all.pt"
+    assert pred.feats2d(with_test=True) == "scannet_mask3d_videofeats_all.pt"
+    assert pred.attributes("train") == "scannet_mask3d_train_attributes.pt"
+    assert pred.attributes("all") == "scannet_mask3d_all_attributes.pt"
+    assert pred.gt_attributes("val") == gt.attributes("val") == "scannet_val_attributes.pt"
+    assert gt.feats3d() == "scannet_gt_uni3d_feats.pt" and gt.feats2d() == "scannet_gt_videofeats.pt"
+
+
+def test_merge_writes_one_feature_file_for_train_and_val_and_the_all_files_with_test(tmp_path):
+    scenes = {"s_train": "train", "s_val": "val", "s_test": "test"}
+    store = StageStore(tmp_path / "cache", {"3d": "h"})
+    for i, scene in enumerate(scenes):
+        gt = None if scene == "s_test" else {"labels": ["chair", "desk"], "locs": torch.ones(2, 6) * i}
+        store.save("3d", scene, {"coords": torch.zeros(3, 3), "colors": torch.zeros(3, 3, dtype=torch.uint8),
+                                 "labels": ["chair"], "point_ids": [torch.arange(3)], "locs": torch.ones(1, 6) * i,
+                                 "gt": gt, "feats": {f"{scene}_00": torch.full((4,), float(i))},
+                                 "records": {f"{scene}_00": {"label": "chair", "num_points": 3,
+                                                             "3d": {"ok": True, "reason": None}}},
+                                 "notes": [], "timings": {}}, inputs="any")
+    names = OutputNames("scannet", "mask3d", "uni3d", ground_truth=False)
+    result = merge(store, tmp_path / "out", list(scenes), scenes, names)
+    out = tmp_path / "out"
+    load = lambda name: torch.load(out / name, weights_only=True)  # noqa: E731
+    assert set(load("scannet_mask3d_uni3d_feats.pt")) == {"s_train_00", "s_val_00"}
+    assert set(load("scannet_mask3d_uni3d_feats_all.pt")) == {"s_train_00", "s_val_00", "s_test_00"}
+    assert set(load("scannet_mask3d_all_attributes.pt")) == set(scenes)
+    for scene, split in scenes.items():
+        assert set(load(f"scannet_mask3d_{split}_attributes.pt")) == {scene}
+    assert set(load("scannet_train_attributes.pt")) == {"s_train"} and not (out / "scannet_test_attributes.pt").exists()
+    assert load("scannet_val_attributes.pt")["s_val"]["objects"] == ["chair", "desk"]  # every GT object
+    assert result.summary["scenes_per_split"] == {"test": 1, "train": 1, "val": 1}
+    assert result.splits == scenes and set(result.gt_attributes) == {"s_train", "s_val"}
