@@ -306,8 +306,9 @@ def merge_command(overrides: tuple[str, ...], run_dir: Path, script: Path | None
 
 class ShardMerge(Callback):
     """Hydra callback: when a multirun of sharded jobs (``shard=range(N) num_shards=N``) ends, merge each
-    group's shares once, into ``<sweep dir>/merged/<other overrides>/`` (a run folder with the
-    Chat-Scene files, summary, probe and annotations), by running ``run.py <overrides> merge_only=true``.
+    group's shares once, into ``<sweep dir>/merged/<the other swept values>/`` (a run folder with the
+    Chat-Scene files, summary, probe and annotations; ``merged/all/`` when only the shards vary), by
+    running ``run.py <overrides> merge_only=true``.
 
     A merge that fails (a share missing: a job failed or was preempted) is logged with the command to
     rerun after the missing share is done; it never hides the jobs' own results.
@@ -315,9 +316,11 @@ class ShardMerge(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        for overrides, jobs in shard_groups(sweep_dir).items():
-            other = [o for o in overrides if o.split("=", 1)[0] != "num_shards"]
-            name = re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(o.replace("=", "-") for o in other)) or "all"
+        groups = shard_groups(sweep_dir)
+        common = set.intersection(*(set(g) for g in groups)) if groups else set()
+        for overrides, jobs in groups.items():
+            varying = [o for o in overrides if o not in common]  # e.g. fusion=mean when fusions are swept too
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(o.replace("=", "-") for o in varying)) or "all"
             cmd = merge_command(overrides, sweep_dir / "merged" / name)
             log.info("merging %d shares: %s", len(jobs), " ".join(cmd))
             proc = subprocess.run(cmd, cwd=str(config.hydra.runtime.cwd), text=True, capture_output=True)

@@ -80,7 +80,8 @@ def test_submitit_local_array_merges_once_and_equals_one_process(single, data_di
     merged = sorted((tmp_path / "sweep" / "merged").iterdir())
     assert len(merged) == 1, merged
     _assert_same_run(single, merged[0])
-    shares = [json.loads((tmp_path / "sweep" / str(j) / "summary.json").read_text())["share"] for j in (0, 1)]
+    jobs = [next((tmp_path / "sweep").glob(f"{j}_*")) for j in (0, 1)]
+    shares = [json.loads((job / "summary.json").read_text())["share"] for job in jobs]
     scenes = {r["scene"] for r in json.loads((single / "records.json").read_text()).values()}
     assert sorted(shares[0] + shares[1]) == sorted(scenes)
     assert not set(shares[0]) & set(shares[1]) and shares[0] and shares[1]
@@ -93,28 +94,29 @@ def test_submitit_local_array_merges_once_and_equals_one_process(single, data_di
 
 
 @pytest.mark.slow
-def test_a_killed_share_leaves_no_partial_shard_and_a_rerun_finishes_it(single, data_dir, tmp_path):
-    """kill -9 one job mid-run, rerun it: its missing scenes only are computed; the merge equals one run."""
+def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_finishes_only_what_is_missing(single, data_dir, tmp_path):
+    """kill -9 a job after its first shard, rerun it: only the missing scenes are computed; equal to one run."""
     env = {**os.environ, "FEATURIZER_ROOT": str(tmp_path), "WANDB_DIR": str(tmp_path)}
-    args = [*SMALL, f"paths.data_dir={data_dir}", "num_shards=2"]
+    args = [*SMALL, f"paths.data_dir={data_dir}"]
     cache = tmp_path / "outputs" / "cache"
-    run_featurizer(*args, "shard=1", f"hydra.run.dir={tmp_path / 'share1'}", root=tmp_path)
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, "shard=0",
-                             f"hydra.run.dir={tmp_path / 'share0'}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    before = {p for p in cache.rglob("*.pt")}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and {p for p in cache.rglob("*.pt")} == before and proc.poll() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and not list(cache.rglob("*.pt")) and proc.poll() is None:
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    done = sorted(p for stage in ("3d", "2d") for p in (cache / stage).rglob("*.pt"))
+    assert done, "the job was killed after writing its first shard"
     for shard in cache.rglob("*.pt"):  # every shard on disk is complete (written atomically)
         assert isinstance(torch.load(shard, weights_only=True), dict), shard
-    incomplete = json.loads((single / "summary.json").read_text())["scenes"]
-    merge = [*args, "merge_only=true", f"hydra.run.dir={tmp_path / 'early'}"]
-    early = run_featurizer(*merge, root=tmp_path, check=False)
-    assert early.returncode != 0 and "no finished shard" in early.stderr and incomplete
-    run_featurizer(*args, "shard=0", f"hydra.run.dir={tmp_path / 'share0'}", root=tmp_path)  # the rerun
-    assert not list(cache.rglob("*.tmp")), "stale temporaries of the killed job are removed"
-    run_featurizer(*[a for a in merge if "early" not in a], f"hydra.run.dir={tmp_path / 'merged'}", root=tmp_path)
+    early = run_featurizer(*args, "merge_only=true", f"hydra.run.dir={tmp_path / 'early'}", root=tmp_path,
+                           check=False)
+    assert early.returncode != 0 and "no finished shard" in early.stderr
+    run_featurizer(*args, f"hydra.run.dir={tmp_path / 'rerun'}", root=tmp_path)  # the rerun
+    summary = json.loads((tmp_path / "rerun" / "summary.json").read_text())
+    assert summary["computed_scenes"]["3d"] + summary["computed_scenes"]["2d"] == 6 - len(done)
+    assert not list(cache.rglob("*.tmp")), "temporaries of the killed job are removed"
+    _assert_same_run(single, tmp_path / "rerun")
+    run_featurizer(*args, "merge_only=true", f"hydra.run.dir={tmp_path / 'merged'}", root=tmp_path)
     _assert_same_run(single, tmp_path / "merged")
