@@ -170,3 +170,14 @@ def test_read_offline_run_rejects_other_folders(tmp_path):
     (tmp_path / "run-x.wandb").write_bytes(b"not a log")
     with pytest.raises(DataError, match="not a wandb transaction log"):
         read_offline_run(tmp_path)
+
+
+def test_flatten_summary_logs_the_grounding_upper_bound():
+    grounding = [{"task": "scanrefer", "split": "val", "records_in": 20, "records_out": 20, "dropped_thres": 0,
+                  "skipped": 0, "refs": 20, "iou25": 0.8, "iou50": 0.7, "file": "scanrefer_mask3d_val.json"},
+                 {"task": "scanqa", "split": "val", "records_in": 5, "records_out": 5, "dropped_thres": 0,
+                  "skipped": 0, "refs": 0, "iou25": None, "iou50": None, "file": "scanqa_val.json"}]
+    flat = flatten_summary({**SUMMARY, "grounding": grounding}, METRICS)
+    assert flat["grounding/scanrefer/val/iou25"] == 0.8 and flat["grounding/scanrefer/val/iou50"] == 0.7
+    assert flat["grounding/scanrefer/val/records_out"] == 20 and flat["grounding/scanqa/val/records_in"] == 5
+    assert "grounding/scanqa/val/iou25" not in flat  # a task that matches nothing has no bound
