@@ -145,7 +145,10 @@ def _table_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
     varying = [k for k in all_keys if len({row["choices"].get(k) for row in rows}) > 1]
     if not varying:  # nothing varies (one job): show what was overridden
         varying = [k for k in all_keys if any(k in row["override_keys"] for row in rows)]
-    grounding = list(dict.fromkeys(k for row in rows for k in row.get("grounding", {})))
+    # the grounding upper bound where it differs between jobs (e.g. a segmenter sweep); the same in every
+    # job (a fusion sweep) it stays in each job's summary.json
+    grounding = [k for k in dict.fromkeys(k for row in rows for k in row.get("grounding", {}))
+                 if len({row.get(k) for row in rows if row["status"] == "ok"}) > 1]
     values = list(METRIC_NAMES) + ["chance", "coverage_3d", "coverage_2d"] + grounding + ["time_s"]
     return varying, values
 
