@@ -280,9 +280,9 @@ class SweepTable(Callback):
         try:
             paths = tabulate_sweep(sweep_dir, probe_missing=self.probe_missing, echo=True)
         except Exception:
-            log.exception("sweep summary of %s failed", sweep_dir)
+            log.exception("sweep table of %s failed", sweep_dir)
             return
-        log.info("sweep summary: %s", ", ".join(str(p) for p in paths))
+        log.info("sweep table: %s", ", ".join(str(p) for p in paths))
 
 
 def shard_groups(sweep_dir: Path) -> dict[tuple[str, ...], list[Path]]:
