@@ -3,7 +3,7 @@
 Each module of :mod:`featurizer.geometry` holds an algorithm in torch and, next to it, its numba
 kernels, which give the same numbers; ``backend`` arguments choose (``auto``: the kernels on CPU
 when numba is installed, else torch). Kernels are compiled on first use and cached next to their
-module (about 9 s once on 2 cores; numba falls back to a per-user cache directory where the
+module (about 10 s once on 2 cores, measured 9.6 s; numba falls back to a per-user cache directory where the
 package folder is read-only).
 """
 
