@@ -120,3 +120,11 @@ def test_a_killed_job_leaves_no_partial_shard_and_a_rerun_finishes_only_what_is_
     _assert_same_run(single, tmp_path / "rerun")
     run_featurizer(*args, "merge_only=true", f"hydra.run.dir={tmp_path / 'merged'}", root=tmp_path)
     _assert_same_run(single, tmp_path / "merged")
+
+
+@pytest.mark.slow
+def test_scene_workers_read_the_next_scene_while_one_computes(single, data_dir, tmp_path):
+    """scene_workers=2: scenes are read and segmented in DataLoader workers, ahead of the stages."""
+    run_featurizer(*SMALL, f"paths.data_dir={data_dir}", "scene_workers=2", f"hydra.run.dir={tmp_path / 'run'}",
+                   root=tmp_path)
+    _assert_same_run(single, tmp_path / "run")
