@@ -53,6 +53,8 @@ def featurize(cfg: DictConfig):
     or None in the processes of a multi-process run that are not rank 0 (only rank 0 merges and reports)."""
     import lightning as L
 
+    from featurizer.annotations.pictures import write_miss_pictures
+    from featurizer.console import format_summary, write_pictures
     from featurizer.errors import ConfigError
     from featurizer.files import atomic_write_json, remove_stale
     from featurizer.geometry import check_backend
@@ -61,8 +63,6 @@ def featurize(cfg: DictConfig):
     from featurizer.segmenter.gt import GroundTruth
     from featurizer.shards import share_of
     from featurizer.store import StageStore, config_hash, stage_hashes
-    from featurizer.annotations.pictures import write_miss_pictures
-    from featurizer.console import format_summary, write_pictures
     from featurizer.validate import check_policy, validate_scenes
     from featurizer.writer import OutputNames, ShardWriter, merge, write_summary
 
