@@ -35,20 +35,39 @@ def test_a_reader_without_a_name_is_refused_at_construction():
         Nameless()
 
 
+def _scannet_root(root):
+    """A real ScanNet-layout folder with one val scene."""
+    generate_scene(root, "scene0000_00", np.random.default_rng(1), num_frames=1, image_size=(64, 48), num_objects=3)
+    write_labels_tsv(root / "scannetv2-labels.combined.tsv")
+    (root / "scannetv2_val.txt").write_text("scene0000_00\n")
+    return "scannet"
+
+
+def _matterport_root(root):
+    from featurizer.dataset.synthetic.layout_matterport import generate_matterport
+
+    generate_matterport(root, 1, 1, 0, (64, 48), 3)
+    return "matterport"
+
+
+# a generated folder in each dataset's own layout; an option without one (and without a generator of
+# its own, as `synthetic`) fails here until it is added: every reader is held to the contract
+ROOTS = {"scannet": _scannet_root, "matterport": _matterport_root}
+
+
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "dataset").glob("*.yaml")))
 def test_every_dataset_option_provides_the_contract(option, tmp_path):
     overrides = [f"dataset={option}", f"paths.data_dir={tmp_path}"]
-    if option == "scannet":  # a real ScanNet-layout folder with one val scene
-        generate_scene(tmp_path / "scannet", "scene0000_00", np.random.default_rng(1), num_frames=1,
-                       image_size=(64, 48), num_objects=3)
-        write_labels_tsv(tmp_path / "scannet" / "scannetv2-labels.combined.tsv")
-        (tmp_path / "scannet" / "scannetv2_val.txt").write_text("scene0000_00\n")
-        overrides.append(f"dataset.root={tmp_path / 'scannet'}")
+    if option in ROOTS:
+        name = ROOTS[option](tmp_path / option)
+        overrides.append(f"dataset.root={tmp_path / option}")
     else:
+        assert option == "synthetic", f"conf/dataset/{option}.yaml: add a generated root to ROOTS"
+        name = "scannet"
         overrides += SMALL
     cfg = _compose(overrides)
     reader = instantiate(cfg.dataset)
-    assert isinstance(reader, SceneReader) and reader.name == "scannet"
+    assert isinstance(reader, SceneReader) and reader.name == name
     for method in CONTRACT:
         overridden = getattr(type(reader), method) is not getattr(SceneReader, method)
         assert overridden or method in ("prepare", "check")
