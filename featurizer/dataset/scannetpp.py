@@ -1,0 +1,365 @@
+"""ScanNet++ (v1/v2) reader: the aligned mesh, segments + segGroups instances, iPhone RGB-D frames with
+COLMAP poses -> Scene.
+
+Layout (``../shared/reference/datasets.md`` section 1; the scannetpp toolkit's names)::
+
+    <root>/data/<scene>/scans/mesh_aligned_0.05.ply     vertices x y z red green blue (+ normals), faces
+    <root>/data/<scene>/scans/segments.json             segIndices: one segment id per vertex
+    <root>/data/<scene>/scans/segments_anno.json        segGroups: id, objectId, label, segments
+    <root>/data/<scene>/iphone/colmap/cameras.txt       CAMERA_ID MODEL WIDTH HEIGHT PARAMS (1920x1440)
+    <root>/data/<scene>/iphone/colmap/images.txt        IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME
+    <root>/data/<scene>/iphone/rgb/frame_%06d.jpg       colour, 1920x1440 (extracted from rgb.mkv)
+    <root>/data/<scene>/iphone/depth/frame_%06d.png     uint16 mm, 256x192 (extracted from depth.bin)
+    <root>/data/<scene>/iphone/render_depth/frame_%06d.png  uint16 mm rendered from the mesh (optional)
+    <root>/splits/nvs_sem_train.txt, nvs_sem_val.txt, sem_test.txt
+
+Conventions converted here:
+
+- Frame: the mesh is already aligned and the COLMAP poses are in its frame: ``axis_align`` is identity.
+- Poses: ``images.txt`` holds world-to-camera (OpenCV axes) as a unit quaternion ``qw qx qy qz`` and
+  ``t``; a Frame's pose is its inverse, camera-to-world. Only the frames listed there have a pose (a
+  subset of the extracted ones); names ``iphone/frame_000120.jpg`` / ``video/...`` lose the prefix.
+- Intrinsics: from ``cameras.txt`` (pinhole part of PINHOLE, SIMPLE_PINHOLE, SIMPLE_RADIAL, RADIAL,
+  OPENCV; the toolkit treats the iPhone as a pinhole), at the camera's WIDTH x HEIGHT with COLMAP's
+  pixel centres at +0.5; converted to featurizer's (pixel ``u`` centred at ``u``: ``c - 0.5``) and
+  rescaled to the depth image size. Fisheye models (the DSLR) are refused: DSLR frames are not read.
+- Images: the depth size decides the frame size (native 256x192 for ``frames=iphone``); the colour is
+  resized to it (bilinear, as ScanNet's colour), depth / 1000 = metres, 0 = invalid.
+- Instances: ``segGroups`` in list order, instance i = segGroups[i] (the toolkit's instance id; its
+  ``objectId`` is kept as ``gt_object_id``). Groups overlap in ScanNet++ (a part inside its whole):
+  every group keeps all of its vertices, so a vertex may belong to several instances. Labels are the
+  raw annotation labels (free text); without ``segments_anno.json`` (the test split) no instances.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from featurizer.dataset.base import SceneReader
+from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
+                                        _shown, read_ply_header)
+from featurizer.errors import ConfigError, DataError
+from featurizer.scene import Frame, Instance, Scene
+
+MESH = "scans/mesh_aligned_0.05.ply"
+SEGMENTS = "scans/segments.json"
+ANNO = "scans/segments_anno.json"
+CAMERAS = "iphone/colmap/cameras.txt"
+IMAGES = "iphone/colmap/images.txt"
+RGB = "iphone/rgb"
+DEPTH_DIRS = {"iphone": "iphone/depth", "render": "iphone/render_depth"}
+FRAME_MODES = ("iphone", "render", "none")
+SPLIT_FILES = {"train": "nvs_sem_train", "val": "nvs_sem_val", "test": "sem_test"}
+DEPTH_SCALE = 1000.0  # uint16 millimetres
+PINHOLE_PARAMS = {  # COLMAP model -> indices of fx, fy, cx, cy in its params (distortion ignored)
+    "PINHOLE": (0, 1, 2, 3), "OPENCV": (0, 1, 2, 3), "FULL_OPENCV": (0, 1, 2, 3),
+    "SIMPLE_PINHOLE": (0, 0, 1, 2), "SIMPLE_RADIAL": (0, 0, 1, 2), "RADIAL": (0, 0, 1, 2),
+}
+FRAME_NAME = re.compile(r"frame_(\d+)$")
+
+
+def quaternion_matrix(q) -> np.ndarray:
+    """(3, 3) rotation of the quaternion ``(qw, qx, qy, qz)`` (normalised first, as COLMAP does)."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def colmap_pose(q, t) -> np.ndarray:
+    """(4, 4) camera-to-world of COLMAP's world-to-camera ``(q, t)``: ``[R^T, -R^T t]``."""
+    r = quaternion_matrix(q)
+    pose = np.eye(4)
+    pose[:3, :3] = r.T
+    pose[:3, 3] = -r.T @ np.asarray(t, dtype=np.float64)
+    return pose
+
+
+def read_cameras(path: Path) -> dict[int, tuple[np.ndarray, tuple[int, int]]]:
+    """``{camera id: ((3, 3) intrinsics in featurizer's pixel convention, (width, height))}`` of a COLMAP
+    ``cameras.txt``; DataError when missing, garbled or of a model without a pinhole part."""
+    if not path.is_file():
+        raise DataError(path, "COLMAP cameras file not found")
+    cameras = {}
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) < 5 or words[1] not in PINHOLE_PARAMS:
+            model = words[1] if len(words) > 1 else "?"
+            raise DataError(path, f"line {n}: camera model {model} is not a pinhole model "
+                                  f"({', '.join(PINHOLE_PARAMS)}; undistort fisheye images first)")
+        try:
+            cam_id, width, height = int(words[0]), int(words[2]), int(words[3])
+            params = [float(x) for x in words[4:]]
+            fx, fy, cx, cy = (params[i] for i in PINHOLE_PARAMS[words[1]])
+        except (ValueError, IndexError):
+            raise DataError(path, f"line {n}: not 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS': "
+                                  f"{line[:80]!r}") from None
+        if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0 and width > 0 and height > 0):
+            raise DataError(path, f"line {n}: invalid intrinsics (fx {fx}, fy {fy}, size {width}x{height})")
+        k = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])  # COLMAP centres at +0.5
+        cameras[cam_id] = (k, (width, height))
+    if not cameras:
+        raise DataError(path, "no camera")
+    return cameras
+
+
+def read_images(path: Path) -> dict[int, tuple[np.ndarray, int]]:
+    """``{frame number: ((4, 4) camera-to-world, camera id)}`` of a COLMAP ``images.txt``.
+
+    Each image is two lines, ``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME`` then its 2D points (maybe
+    empty). NAME's folder (``iphone/``, ``video/``) is dropped; ``frame_<number>.<ext>`` gives the number.
+    DataError naming the file for a line that is not that (an unreadable pose)."""
+    if not path.is_file():
+        raise DataError(path, "COLMAP images file not found")
+    lines = path.read_text(errors="replace").splitlines()
+    out = {}
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        n += 1
+        words = line.split()
+        if not words or words[0].startswith("#"):  # comments, empty lines where an image line would be
+            continue
+        stem = Path(words[-1]).stem if len(words) >= 10 else ""
+        match = FRAME_NAME.fullmatch(stem)
+        try:
+            values = [float(x) for x in words[1:8]]
+            cam_id = int(words[8])
+        except (ValueError, IndexError):
+            values, cam_id = [], -1
+        if len(words) < 10 or match is None or len(values) != 7 or not np.any(values[:4]):
+            raise DataError(path, f"line {n}: not 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID frame_<k>.jpg' "
+                                  f"(an unreadable pose): {line[:80]!r}")
+        out[int(match.group(1))] = (colmap_pose(values[:4], values[4:]), cam_id)
+        n += 1  # the image's 2D points line
+    return out
+
+
+def _frame_files(folder: Path, ext: str) -> dict[int, Path]:
+    """``{number: file}`` of ``frame_<number><ext>`` files in ``folder`` ({} when it does not exist)."""
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for entry in os.scandir(folder):
+        stem, suffix = os.path.splitext(entry.name)
+        match = FRAME_NAME.fullmatch(stem)
+        if match and suffix.lower() == ext:
+            out.setdefault(int(match.group(1)), Path(entry.path))
+    return out
+
+
+class ScanNetPPReader(SceneReader):
+    """Reads ScanNet++ scenes (mesh, instances, iPhone frames) into :class:`featurizer.scene.Scene`.
+
+    root: the ScanNet++ folder (holds ``data/`` and ``splits/``).
+    splits: ``train`` / ``val`` / ``test`` read ``splits/nvs_sem_train.txt``, ``nvs_sem_val.txt``,
+        ``sem_test.txt``; another name reads ``splits/<name>.txt`` (e.g. ``nvs_test_iphone``).
+    scenes: explicit scene ids (win over the split files).
+    frames: ``iphone`` (``iphone/depth``, LiDAR depth at 256x192), ``render`` (``iphone/render_depth``,
+        the toolkit's mesh-rendered depth, at its own size) or ``none``.
+    frame_stride, max_frames: keep every k-th posed frame (by number), at most ``max_frames`` of them.
+    """
+
+    name = "scannetpp"
+
+    def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | None = None,
+                 frames: str = "iphone", frame_stride: int = 1, max_frames: int | None = None):
+        super().__init__()
+        if root is None or str(root) in ("", "???"):
+            raise ConfigError("dataset.root", "the ScanNet++ folder is not set: pass dataset.root=/path")
+        if frames not in FRAME_MODES:
+            choices = ", ".join(FRAME_MODES)
+            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {choices}")
+        if int(frame_stride) < 1:
+            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
+        if max_frames is not None and int(max_frames) < 1:
+            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
+        self.root = Path(root)
+        if isinstance(splits, str):
+            splits = splits.replace(",", " ").split()
+        self.splits = list(dict.fromkeys(str(s) for s in splits))
+        if not self.splits:
+            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.frames, self.frame_stride = frames, int(frame_stride)
+        self.max_frames = None if max_frames is None else int(max_frames)
+        if isinstance(scenes, str):
+            scenes = scenes.replace(",", " ").split()
+        listed: dict[str, str] = {}
+        for split in self.splits:
+            for scene_id in self._split_scenes(split, required=scenes is None) or []:
+                listed.setdefault(scene_id, split)
+        if scenes is not None:
+            listed = {str(s): listed.get(str(s), self.splits[0]) for s in scenes}
+        self._split_of = listed
+        self.scene_ids = list(self._split_of)
+
+    def split_file(self, split: str) -> Path:
+        return self.root / "splits" / f"{SPLIT_FILES.get(split, split)}.txt"
+
+    def _split_scenes(self, split: str, required: bool) -> list[str] | None:
+        path = self.split_file(split)
+        if not path.is_file():
+            if not required:
+                return None
+            if not self.root.is_dir():
+                raise DataError(self.root, "ScanNet++ root folder not found (dataset.root)")
+            raise DataError(path, "split file not found (or pass dataset.scenes=[...])")
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not ids:
+            raise DataError(path, "split file lists no scenes")
+        return ids
+
+    def split_of(self, scene_id: str) -> str:
+        try:
+            return self._split_of[scene_id]
+        except KeyError:
+            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
+
+    def scene_dir(self, scene_id: str) -> Path:
+        d = self.root / "data" / scene_id
+        if not d.is_dir():
+            raise DataError(d, "scene folder not found")
+        return d
+
+    # ------------------------------------------------------------------ cheap reads
+    def input_files(self, scene_id: str, frames: bool = True) -> list[Path]:
+        d = self.scene_dir(scene_id)
+        files = [d / MESH, d / SEGMENTS, d / ANNO]
+        if frames and self.frames != "none":
+            files += [d / CAMERAS, d / IMAGES]
+            for sub, ext in ((RGB, ".jpg"), (DEPTH_DIRS[self.frames], ".png")):
+                files += sorted(_frame_files(d / sub, ext).values())
+        return files
+
+    def gt_object_count(self, scene_id: str) -> int:
+        path = self.scene_dir(scene_id) / ANNO
+        if not path.is_file():
+            return 0
+        groups = ScanNetReader._read_json(path)
+        groups = groups.get("segGroups") if isinstance(groups, dict) else None
+        return len(groups) if isinstance(groups, list) else 0
+
+    def scene_cost(self, scene_id: str) -> float:
+        """Thousands of mesh vertices plus the posed frames (lines of ``images.txt`` / 2)."""
+        d = self.scene_dir(scene_id)
+        counts, _, _ = read_ply_header(d / MESH)
+        frames = 0
+        if self.frames != "none" and (d / IMAGES).is_file():
+            with open(d / IMAGES, "rb") as f:
+                frames = sum(1 for line in f if not line.startswith(b"#")) // 2 // self.frame_stride
+        if self.max_frames is not None:
+            frames = min(frames, self.max_frames)
+        return counts.get("vertex", 0) / 1000.0 + frames
+
+    # ------------------------------------------------------------------ checks
+    def check_scene(self, scene_id: str) -> int:
+        """The ply header, segments length and segGroups (parsed as :meth:`load` parses them), the COLMAP
+        files (every pose readable) and the frame folders; returns the vertex count."""
+        d = self.scene_dir(scene_id)
+        counts, props, _ = read_ply_header(d / MESH)
+        if "vertex" not in counts:
+            raise DataError(d / MESH, "ply header has no 'vertex' element")
+        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
+        if missing:
+            raise DataError(d / MESH, _missing_props(missing, props))
+        self._groups(d, counts["vertex"])
+        if self.frames != "none":
+            self._frame_sources(d)
+        return counts["vertex"]
+
+    def _groups(self, d: Path, num_points: int) -> list[tuple[str, int, np.ndarray]]:
+        """``(raw label, objectId, vertex ids)`` per segGroup, in list order ([] without annotations)."""
+        anno_path, seg_path = d / ANNO, d / SEGMENTS
+        if not anno_path.is_file():
+            return []
+        if not seg_path.is_file():
+            raise DataError(seg_path, f"not found, but {anno_path.name} is: instances need both")
+        segs = ScanNetReader._read_json(seg_path)
+        try:
+            seg = np.asarray(segs["segIndices"], dtype=np.int64).reshape(-1)
+        except (KeyError, TypeError, ValueError):
+            raise DataError(seg_path, "no 'segIndices' list of integers") from None
+        if len(seg) != num_points:
+            raise DataError(seg_path, f"segIndices has {len(seg)} entries but {MESH} has "
+                                      f"{num_points} vertices")
+        anno = ScanNetReader._read_json(anno_path)
+        groups = anno.get("segGroups") if isinstance(anno, dict) else None
+        if not isinstance(groups, list):
+            raise DataError(anno_path, "no 'segGroups' list")
+        uniq, inverse = np.unique(seg, return_inverse=True)
+        out = []
+        for i, g in enumerate(groups):
+            try:
+                label, object_id = str(g["label"]), int(g["objectId"])
+                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
+            except (KeyError, TypeError, ValueError):
+                raise DataError(anno_path, f"segGroups[{i}] lacks a label, an integer objectId or "
+                                           f"integer segments") from None
+            absent = np.setdiff1d(wanted, uniq)
+            if len(absent):
+                raise DataError(anno_path, f"segGroups[{i}] (objectId {object_id}, '{label}') names "
+                                           f"{len(absent)} segment id(s) absent from {seg_path.name}: "
+                                           f"{_shown(absent.tolist())}")
+            member = np.isin(uniq, wanted)
+            out.append((label, object_id, np.flatnonzero(member[inverse.reshape(-1)])))
+        return out
+
+    def _frame_sources(self, d: Path):
+        """(cameras, posed frames) parsed, and the colour and depth folders present (DataError)."""
+        cameras, posed = read_cameras(d / CAMERAS), read_images(d / IMAGES)
+        unknown = sorted({cam for _, cam in posed.values()} - cameras.keys())
+        if unknown:
+            raise DataError(d / IMAGES, f"camera id(s) {_shown(unknown)} are not in {Path(CAMERAS).name}")
+        for sub in (RGB, DEPTH_DIRS[self.frames]):
+            if not (d / sub).is_dir():
+                raise DataError(d / sub, f"frame folder not found (frames={self.frames}; extract rgb.mkv "
+                                         f"and depth.bin with the toolkit's prepare_iphone_data, or "
+                                         f"render depth)")
+        return cameras, posed
+
+    # ------------------------------------------------------------------ loading
+    def load(self, scene_id: str) -> Scene:
+        d = self.scene_dir(scene_id)
+        points, colors = ScanNetReader._read_mesh(self, d / MESH)
+        instances = [Instance(point_ids=ids, label=label, gt_object_id=object_id)
+                     for label, object_id, ids in self._groups(d, len(points))]
+        frames, notes = ([], []) if self.frames == "none" else self._load_frames(d)
+        scene = Scene(scene_id=scene_id, points=points, colors=colors, axis_align=np.eye(4),
+                      instances=instances, frames=frames, split=self.split_of(scene_id))
+        for note in notes:
+            scene.warn(note)
+        scene.drop_non_finite_poses()
+        return scene
+
+    def _load_frames(self, d: Path) -> tuple[list[Frame], list[str]]:
+        """The posed frames with both images, every ``frame_stride``-th; colour resized to the depth size."""
+        cameras, posed = self._frame_sources(d)
+        colors, depths = _frame_files(d / RGB, ".jpg"), _frame_files(d / DEPTH_DIRS[self.frames], ".png")
+        notes = []
+        incomplete = sorted(k for k in posed if k not in colors or k not in depths)
+        if incomplete:
+            notes.append(f"skipped {len(incomplete)} posed frame(s) without a colour or depth image: "
+                         f"{_shown(incomplete, 10)}")
+        ks = sorted(k for k in posed if k in colors and k in depths)[:: self.frame_stride][: self.max_frames]
+        size = _frame_size([depths[k] for k in ks], {}) if ks else None
+        if size is None:
+            notes.append(f"no posed frame with readable images in {d / 'iphone'}")
+            return [], notes
+        frames = []
+        for k in ks:
+            pose, cam = posed[k]
+            k_cam, (w, h) = cameras[cam]
+            sx, sy = size[0] / w, size[1] / h  # pixel centres at integer coordinates: x -> (x + 0.5) s - 0.5
+            k_mat = np.array([[k_cam[0, 0] * sx, 0.0, (k_cam[0, 2] + 0.5) * sx - 0.5],
+                              [0.0, k_cam[1, 1] * sy, (k_cam[1, 2] + 0.5) * sy - 0.5], [0.0, 0.0, 1.0]])
+            frames.append(Frame(number=k, pose=pose, intrinsics=k_mat, image_size=size,
+                                depth_scale=DEPTH_SCALE, color_path=colors[k], depth_path=depths[k]))
+        return frames, notes

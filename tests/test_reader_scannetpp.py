@@ -1,0 +1,257 @@
+"""The ScanNet++ reader on synthetic scenes written in the ScanNet++ layout (:mod:`layout_scannetpp`):
+the contract, a projection round trip (and its negatives: the dataset's traps), the 2D features of the
+same scene in the ScanNet layout, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import featurizer.dataset.scannetpp as spp
+from featurizer.dataset.render import render_mesh
+from featurizer.dataset.scannetpp import ScanNetPPReader
+from featurizer.dataset.synthetic.layout_scannetpp import (OVERLAP_LABEL, rotation_quaternion, write_scene,
+                                                           write_splits)
+from featurizer.dataset.synthetic.scene import make_scene
+from featurizer.errors import DataError
+from featurizer.geometry.mapping import VoxelCuller
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SID = "scene0000_00"
+SEED, FRAMES, OBJECTS = 5, 3, 6
+DEPTH, COLOR = (256, 192), (640, 480)  # the iPhone's native depth size; colour resized to it
+# the 2D features of the two layouts agree within this cosine (measured: min 0.986, mean 0.998 over the
+# instances; the colour is rendered at 640x480 and resized to 256x192 in one layout, drawn at 256x192
+# in the other)
+FEATURE_COS = 0.975
+
+
+def _model():
+    """The model ``generate_dataset(root, 1, FRAMES, SEED, image_size=DEPTH, num_objects=OBJECTS)`` writes."""
+    return make_scene(np.random.default_rng([SEED, 0]), FRAMES, DEPTH, DEPTH, OBJECTS, 1000, False)
+
+
+@pytest.fixture(scope="module")
+def spp_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scannetpp")
+    model = _model()
+    truth = write_scene(root, SID, model, DEPTH, COLOR, render_depth=True)
+    write_splits(root, {"val": [SID], "train": ["scene_other"]})
+    return root, model, truth
+
+
+@pytest.fixture
+def copy(spp_root, tmp_path):
+    root, model, truth = spp_root
+    shutil.copytree(root, tmp_path / "root")
+    return tmp_path / "root", tmp_path / "root" / "data" / SID
+
+
+# ------------------------------------------------------------------ contract
+def test_reader_loads_the_model_with_its_overlapping_instances(spp_root):
+    root, model, truth = spp_root
+    reader = ScanNetPPReader(str(root))
+    assert reader.scene_ids == [SID] and reader.name == "scannetpp"
+    reader.check()
+    assert reader.check_scene(SID) == len(model.colors)
+    scene = reader.load(SID)
+    assert scene.notes == [] and scene.split == "val"
+    np.testing.assert_array_equal(scene.axis_align, np.eye(4))  # the mesh is already aligned
+    np.testing.assert_array_equal(scene.points, truth["vertices"])
+    np.testing.assert_allclose(scene.points, model.vertices_aligned, atol=1e-5)
+    np.testing.assert_array_equal(scene.colors, model.colors)
+    groups = truth["groups"]
+    assert reader.gt_object_count(SID) == len(groups) == len(model.objects) + len(model.structure) + 1
+    assert [i.label for i in scene.instances] == [g["raw_label"] for g in groups]
+    assert [i.gt_object_id for i in scene.instances] == list(range(len(groups)))
+    for inst, g in zip(scene.instances, groups):
+        np.testing.assert_array_equal(inst.point_ids, g["point_ids"])
+    for inst, obj in zip(scene.instances, model.objects):  # the model's objects, as point sets
+        np.testing.assert_array_equal(inst.point_ids, obj["point_ids"])
+    # the overlapping group keeps all its vertices: those of objects 0 and 1
+    overlap = scene.instances[-1]
+    assert overlap.label == OVERLAP_LABEL
+    assert set(overlap.point_ids) == set(scene.instances[0].point_ids) | set(scene.instances[1].point_ids)
+    # posed frames only (frame 1 has images but no COLMAP pose), prefixes iphone/ and video/ stripped
+    assert [f.number for f in scene.frames] == model.frame_ids == [0, 20, 40]
+    for frame, pose in zip(scene.frames, truth["poses"]):
+        assert frame.image_size == DEPTH and frame.depth_scale == 1000.0
+        np.testing.assert_allclose(frame.pose, pose, atol=1e-12)
+        np.testing.assert_allclose(frame.intrinsics, model.k_image, atol=1e-9)
+        color, depth = frame.read()
+        assert color.shape == (DEPTH[1], DEPTH[0], 3) and depth.dtype == np.float32
+    assert {p.name for p in reader.input_files(SID, frames=False)} == {
+        "mesh_aligned_0.05.ply", "segments.json", "segments_anno.json"}
+    assert len(reader.input_files(SID)) == 5 + 2 * (FRAMES + 1)
+    assert len(ScanNetPPReader(str(root), frames="none").load(SID).frames) == 0
+    # split files: train/val/test are ScanNet++'s nvs_sem_train / nvs_sem_val / sem_test
+    both = ScanNetPPReader(str(root), splits=["train", "val"])
+    assert both.scene_ids == ["scene_other", SID] and both.split_of(SID) == "val"
+    assert (root / "splits" / "nvs_sem_val.txt").is_file()
+
+
+def test_quaternions_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        q *= np.sign(np.linalg.det(q))
+        np.testing.assert_allclose(spp.quaternion_matrix(rotation_quaternion(q)), q, atol=1e-12)
+
+
+# ------------------------------------------------------------------ projection round trip
+def _object_hits(scene, model, truth, k_true, size) -> tuple[int, float]:
+    """Points of the model's objects mapped (through the reader's poses, intrinsics and depth) onto
+    pixels: how many, and the fraction that land where the generator drew that same object (an id
+    buffer rendered from the generator's own camera), within one pixel (silhouette vertices round
+    either way)."""
+    n_obj = len(model.objects)
+    obj_of = np.full(len(model.colors), -1)
+    for j, obj in enumerate(model.objects):
+        obj_of[obj["point_ids"]] = j
+    ids = np.zeros((len(obj_of), 3), np.uint8)
+    ids[:, 0] = obj_of + 1  # 0: walls and floor
+    assert n_obj < 255
+    culler = VoxelCuller(torch.from_numpy(scene.points.astype(np.float64)), backend="torch")
+    total, good = 0, 0
+    for frame, pose in zip(scene.frames, truth["poses"]):
+        mask, _ = render_mesh(truth["vertices"], model.faces, ids, pose, k_true, *size)
+        _, depth = frame.read()
+        m = culler.project(frame.pose[None], frame.intrinsics[None], torch.from_numpy(depth)[None],
+                           border=0, backend="torch")
+        pid, u, v = m.point_ids.numpy(), m.u.numpy(), m.v.numpy()
+        keep = obj_of[pid] >= 0
+        padded = np.pad(mask[:, :, 0].astype(int) - 1, 1, constant_values=-2)
+        want, vk, uk = obj_of[pid[keep]], v[keep] + 1, u[keep] + 1
+        near = np.zeros(len(want), bool)
+        for dv in (-1, 0, 1):
+            for du in (-1, 0, 1):
+                near |= padded[vk + dv, uk + du] == want
+        total += int(keep.sum())
+        good += int(near.sum())
+    return total, good / max(total, 1)
+
+
+def _passes(hits) -> bool:
+    total, rate = hits
+    print(f"projection round trip: {total} object points mapped, {rate:.4f} where drawn")
+    return total > 300 and rate > 0.97
+
+
+@pytest.mark.parametrize("frames", ["iphone", "render"])
+def test_objects_project_where_the_generator_drew_them(spp_root, frames):
+    root, model, truth = spp_root
+    scene = ScanNetPPReader(str(root), frames=frames).load(SID)
+    k_true, size = (model.k_image, DEPTH) if frames == "iphone" else (truth["k_color"], COLOR)
+    assert scene.frames[0].image_size == size
+    hits = _object_hits(scene, model, truth, k_true, size)
+    assert _passes(hits), hits
+
+
+def test_wrong_conventions_fail_the_round_trip(spp_root, monkeypatch):
+    root, model, truth = spp_root
+    check = lambda scene: _object_hits(scene, model, truth, model.k_image, DEPTH)  # noqa: E731
+    # the colour-size intrinsics used on the depth-size images (not rescaled)
+    scene = ScanNetPPReader(str(root)).load(SID)
+    for f in scene.frames:
+        f.intrinsics = truth["k_color"]
+    assert not _passes(check(scene))
+    # depth read as metres instead of millimetres
+    scene = ScanNetPPReader(str(root)).load(SID)
+    for f in scene.frames:
+        f.depth_scale = 1.0
+    assert not _passes(check(scene))
+    # COLMAP's world-to-camera used as camera-to-world (not inverted)
+    right = spp.colmap_pose
+    monkeypatch.setattr(spp, "colmap_pose", lambda q, t: np.linalg.inv(right(q, t)))
+    assert not _passes(check(ScanNetPPReader(str(root)).load(SID)))
+
+
+# ------------------------------------------------------------------ the same scene in the ScanNet layout
+def test_2d_features_agree_with_the_scannet_layout(spp_root, tmp_path):
+    import hydra
+    from omegaconf import OmegaConf
+
+    from featurizer.dataset.scannet import ScanNetReader
+    from featurizer.dataset.synthetic.generate import generate_dataset
+    from featurizer.stage2d import run_2d
+
+    root, model, _ = spp_root
+    gt = generate_dataset(tmp_path, 1, FRAMES, SEED, split="val", image_size=DEPTH, num_objects=OBJECTS)[0]
+    np.testing.assert_array_equal(gt["seg_indices"], model.seg)  # the same model
+    enc = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
+    results = []
+    for scene in (ScanNetReader(str(tmp_path)).load(SID), ScanNetPPReader(str(root)).load(SID)):
+        fusion = hydra.utils.instantiate(OmegaConf.load(CONF / "fusion" / "mask_pool.yaml"))
+        results.append(run_2d(scene, enc, fusion))
+    scannet, scannetpp = results
+    common = [i for i in scannet.features if i < len(gt["objects"]) + len(gt["structure"])]
+    assert len(common) >= OBJECTS and set(common) <= set(scannetpp.features)
+    cos = [float(torch.nn.functional.cosine_similarity(scannet.features[i], scannetpp.features[i], dim=0))
+           for i in common]
+    print(f"2D features, ScanNet vs ScanNet++ layout: min cosine {min(cos):.4f}, mean {np.mean(cos):.4f}")
+    assert min(cos) > FEATURE_COS
+
+
+# ------------------------------------------------------------------ bad input
+def _fails(root: Path, path: Path, match: str) -> None:
+    reader = ScanNetPPReader(str(root))
+    for call in (reader.check, lambda: reader.load(SID)):
+        with pytest.raises(DataError, match=match) as e:
+            call()
+        assert e.value.path == path
+
+
+def test_missing_segments_is_named(copy):
+    root, d = copy
+    (d / "scans" / "segments.json").unlink()
+    _fails(root, d / "scans" / "segments.json", "not found, but segments_anno.json is")
+
+
+def test_missing_cameras_is_named(copy):
+    root, d = copy
+    (d / "iphone" / "colmap" / "cameras.txt").unlink()
+    _fails(root, d / "iphone" / "colmap" / "cameras.txt", "COLMAP cameras file not found")
+
+
+def test_segment_count_not_the_vertex_count_is_named(copy):
+    import json
+
+    root, d = copy
+    path = d / "scans" / "segments.json"
+    segs = json.loads(path.read_text())
+    segs["segIndices"] = segs["segIndices"][:-3]
+    path.write_text(json.dumps(segs))
+    _fails(root, path, r"segIndices has \d+ entries but scans/mesh_aligned_0.05.ply has \d+ vertices")
+
+
+def test_unreadable_pose_is_named(copy):
+    root, d = copy
+    path = d / "iphone" / "colmap" / "images.txt"
+    lines = path.read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if not line.startswith("#"))
+    lines[i] = lines[i].replace(lines[i].split()[2], "0.7x", 1)
+    path.write_text("\n".join(lines) + "\n")
+    _fails(root, path, r"line \d+: .*unreadable pose")
+
+
+def test_fisheye_camera_and_missing_segment_are_named(copy):
+    import json
+
+    root, d = copy
+    anno = d / "scans" / "segments_anno.json"
+    text = anno.read_text()
+    data = json.loads(text)
+    data["segGroups"][2]["segments"].append(10**9)
+    anno.write_text(json.dumps(data))
+    _fails(root, anno, r"segGroups\[2\] .* absent from segments.json: 1000000000")
+    anno.write_text(text)
+    cams = d / "iphone" / "colmap" / "cameras.txt"
+    cams.write_text("1 OPENCV_FISHEYE 1752 1168 900 900 876 584 0.1 0 0 0\n")
+    with pytest.raises(DataError, match="OPENCV_FISHEYE is not a pinhole model") as e:
+        ScanNetPPReader(str(root), frames="iphone").load(SID)
+    assert e.value.path == cams
