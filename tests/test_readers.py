@@ -60,9 +60,27 @@ def _scannetpp_root(root):
     return "scannetpp"
 
 
+def _nerfstudio_root(root):
+    from featurizer.dataset.synthetic.layout_nerfstudio import generate_capture
+
+    generate_capture(root / "capture", np.random.default_rng(1), num_frames=1, image_size=(64, 48), num_objects=3)
+    return "nerfstudio"
+
+
+def _rscan_root(root):
+    from featurizer.dataset.synthetic.layout_rscan import write_scan, write_splits
+    from featurizer.dataset.synthetic.scene import make_scene
+
+    model = make_scene(np.random.default_rng([1, 0]), 1, (64, 48), (64, 48), 3, 1000, False)
+    write_scan(root, "scan0", model, depth_size=(64, 48), color_size=(128, 96))
+    write_splits(root, {"val": ["scan0"]})
+    return "3rscan"
+
+
 # a generated folder in each dataset's own layout; an option without one (and without a generator of
 # its own, as `synthetic`) fails here until it is added: every reader is held to the contract
-ROOTS = {"scannet": _scannet_root, "matterport": _matterport_root, "scannetpp": _scannetpp_root}
+ROOTS = {"scannet": _scannet_root, "matterport": _matterport_root, "scannetpp": _scannetpp_root,
+         "nerfstudio": _nerfstudio_root, "3rscan": _rscan_root}
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "dataset").glob("*.yaml")))
