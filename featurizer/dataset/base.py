@@ -38,8 +38,37 @@ class SceneReader:
         return self.splits[0]
 
     def split_of(self, scene_id: str) -> str:
-        """The split of ``scene_id`` (one of :attr:`splits`)."""
-        raise NotImplementedError
+        """The split of ``scene_id`` (one of :attr:`splits`); readers that fill ``self._split_of`` (scene ->
+        split, in the run's order) need not override it."""
+        try:
+            return self._split_of[scene_id]
+        except (AttributeError, KeyError):
+            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
+
+    @staticmethod
+    def check_options(root, what: str, frames: str | None = None, frame_modes: tuple[str, ...] = (),
+                      frame_stride: int = 1, max_frames: int | None = None) -> Path:
+        """The options most readers share, checked (ConfigError naming the option); returns ``root``."""
+        if root is None or str(root) in ("", "???"):
+            raise ConfigError("dataset.root", f"the {what} folder is not set: pass dataset.root=/path")
+        if frames is not None and frames not in frame_modes:
+            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {', '.join(frame_modes)}")
+        if int(frame_stride) < 1:
+            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
+        if max_frames is not None and int(max_frames) < 1:
+            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
+        return Path(root)
+
+    @staticmethod
+    def split_names(splits) -> list[str]:
+        """``[train, val]`` from a list or a string (``dataset.splits=train,val`` on the command line),
+        without repeats; ConfigError when empty."""
+        if isinstance(splits, str):
+            splits = splits.replace(",", " ").split()
+        names = list(dict.fromkeys(str(s) for s in splits))
+        if not names:
+            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        return names
 
     def prepare(self) -> None:
         """One-time work before any check or read (e.g. generating synthetic data); run.py calls it

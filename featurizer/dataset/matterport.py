@@ -169,26 +169,15 @@ class MatterportReader(SceneReader):
                  frames: str = "undistorted", frame_margin: float = 0.5, frame_stride: int = 1,
                  max_frames: int | None = None):
         super().__init__()
-        if root is None or str(root) in ("", "???"):
-            raise ConfigError("dataset.root", "the Matterport3D folder is not set: pass dataset.root=/path")
-        if frames not in ("undistorted", "none"):
-            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose undistorted or none")
-        if int(frame_stride) < 1:
-            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
-        self.root = Path(root)
+        self.root = self.check_options(root, "Matterport3D", frames, ("undistorted", "none"), frame_stride,
+                                       max_frames)
         self.split_dir = Path(split_dir) if split_dir is not None else self.root
         self.category_tsv = Path(category_tsv) if category_tsv is not None else self.root / TSV
         self.label_column = label_column
         self.frames, self.frame_margin = frames, float(frame_margin)
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
-        if isinstance(splits, str):
-            splits = splits.replace(",", " ").split()
-        self.splits = list(dict.fromkeys(str(s) for s in splits))
-        if not self.splits:
-            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.splits = self.split_names(splits)
         if isinstance(scenes, str):
             scenes = scenes.replace(",", " ").split()
         self._labels: dict[str, str] | None = None
@@ -221,12 +210,6 @@ class MatterportReader(SceneReader):
             for region in self.regions(house):
                 out[scene_id_of(house, region)] = split
         return out
-
-    def split_of(self, scene_id: str) -> str:
-        try:
-            return self._split_of[scene_id]
-        except KeyError:
-            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
     def house_dir(self, house: str) -> Path:
         """The house folder: the first of the layouts above that holds ``region_segmentations``."""

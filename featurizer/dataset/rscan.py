@@ -202,19 +202,8 @@ class RScanReader(SceneReader):
                  split_dir: str | None = None, frames: str = "sequence", frame_stride: int = 1,
                  max_frames: int | None = None):
         super().__init__()
-        if root is None or str(root) in ("", "???"):
-            raise ConfigError("dataset.root", "the 3RScan folder is not set: pass dataset.root=/path")
-        if frames not in FRAME_MODES:
-            choices = ", ".join(FRAME_MODES)
-            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {choices}")
-        if int(frame_stride) < 1:
-            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
-        self.root = Path(root)
-        if isinstance(splits, str):
-            splits = splits.replace(",", " ").split()
-        self.splits = list(dict.fromkeys(str(s) for s in splits))
+        self.root = self.check_options(root, "3RScan", frames, FRAME_MODES, frame_stride, max_frames)
+        self.splits = self.split_names(splits)
         unknown = [s for s in self.splits if s not in SPLITS]
         if not self.splits or unknown:
             raise ConfigError("dataset.splits", f"choose among {', '.join(SPLITS)}, got {self.splits}")
@@ -245,12 +234,6 @@ class RScanReader(SceneReader):
         if required and not ids:
             raise DataError(path, "split file lists no scans")
         return ids
-
-    def split_of(self, scene_id: str) -> str:
-        try:
-            return self._split_of[scene_id]
-        except KeyError:
-            raise ConfigError("dataset.scenes", f"{scene_id} is not a scan of this run") from None
 
     # ------------------------------------------------------------------ paths and cheap reads
     def scene_dir(self, scene_id: str) -> Path:

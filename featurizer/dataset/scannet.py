@@ -35,7 +35,7 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
-from featurizer.errors import ConfigError, DataError
+from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
 
 PLY_SUFFIX = "_vh_clean_2.ply"
@@ -267,21 +267,8 @@ class ScanNetReader(SceneReader):
         max_frames: int | None = None,
     ):
         super().__init__()
-        if root is None or str(root) in ("", "???"):
-            raise ConfigError("dataset.root", "the ScanNet folder is not set: pass dataset.root=/path")
-        if frames not in FRAME_MODES:
-            choices = ", ".join(FRAME_MODES)
-            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {choices}")
-        if int(frame_stride) < 1:
-            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
-        self.root = Path(root)
-        if isinstance(splits, str):  # dataset.splits=train,val from the command line
-            splits = splits.replace(",", " ").split()
-        self.splits = list(dict.fromkeys(str(s) for s in splits))
-        if not self.splits:
-            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.root = self.check_options(root, "ScanNet", frames, FRAME_MODES, frame_stride, max_frames)
+        self.splits = self.split_names(splits)
         self.split_dir = Path(split_dir) if split_dir is not None else self.root
         self.frames = frames
         self.frame_stride = int(frame_stride)
@@ -321,12 +308,6 @@ class ScanNetReader(SceneReader):
         if required and not scene_ids:
             raise DataError(path, "split file lists no scenes")
         return scene_ids
-
-    def split_of(self, scene_id: str) -> str:
-        try:
-            return self._split_of[scene_id]
-        except KeyError:
-            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
     # ------------------------------------------------------------------ paths
     def scene_dir(self, scene_id: str) -> Path:

@@ -42,7 +42,7 @@ import numpy as np
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
                                         _shown, read_ply_header)
-from featurizer.errors import ConfigError, DataError
+from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
 
 MESH = "scans/mesh_aligned_0.05.ply"
@@ -173,21 +173,8 @@ class ScanNetPPReader(SceneReader):
     def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | None = None,
                  frames: str = "iphone", frame_stride: int = 1, max_frames: int | None = None):
         super().__init__()
-        if root is None or str(root) in ("", "???"):
-            raise ConfigError("dataset.root", "the ScanNet++ folder is not set: pass dataset.root=/path")
-        if frames not in FRAME_MODES:
-            choices = ", ".join(FRAME_MODES)
-            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {choices}")
-        if int(frame_stride) < 1:
-            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
-        self.root = Path(root)
-        if isinstance(splits, str):
-            splits = splits.replace(",", " ").split()
-        self.splits = list(dict.fromkeys(str(s) for s in splits))
-        if not self.splits:
-            raise ConfigError("dataset.splits", "no split given: list at least one, e.g. [val]")
+        self.root = self.check_options(root, "ScanNet++", frames, FRAME_MODES, frame_stride, max_frames)
+        self.splits = self.split_names(splits)
         self.frames, self.frame_stride = frames, int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
         if isinstance(scenes, str):
@@ -216,12 +203,6 @@ class ScanNetPPReader(SceneReader):
         if not ids:
             raise DataError(path, "split file lists no scenes")
         return ids
-
-    def split_of(self, scene_id: str) -> str:
-        try:
-            return self._split_of[scene_id]
-        except KeyError:
-            raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
     def scene_dir(self, scene_id: str) -> Path:
         d = self.root / "data" / scene_id
