@@ -45,6 +45,25 @@ class SceneReader:
         except (AttributeError, KeyError):
             raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
+        """The scenes the split file of ``split`` lists; None when it is missing and not ``required``
+        (DataError naming the file when a required one is missing or empty). Used by :meth:`assign_splits`."""
+        raise NotImplementedError
+
+    def assign_splits(self, scenes: list[str] | str | None) -> dict[str, str]:
+        """Scene id -> split, in run order: the split files' scenes (split order, then file order; a scene
+        listed twice keeps its first split), or the explicit ``scenes`` (each given the split whose file
+        lists it, else the first split)."""
+        if isinstance(scenes, str):  # dataset.scenes=a,b from the command line
+            scenes = scenes.replace(",", " ").split()
+        listed: dict[str, str] = {}
+        for split in self.splits:
+            for scene_id in self.split_scenes(split, required=scenes is None) or []:
+                listed.setdefault(scene_id, split)
+        if scenes is None:
+            return listed
+        return {str(s): listed.get(str(s), self.splits[0]) for s in scenes}
+
     @staticmethod
     def check_options(root, what: str, frames: str | None = None, frame_modes: tuple[str, ...] = (),
                       frame_stride: int = 1, max_frames: int | None = None) -> Path:

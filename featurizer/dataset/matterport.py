@@ -327,7 +327,8 @@ class MatterportReader(SceneReader):
         if len(seg) != num_faces:
             raise DataError(fsegs, f"segIndices has {len(seg)} entries but the region mesh has {num_faces} "
                                    f"faces")
-        groups = _read_json(semseg).get("segGroups") if isinstance(_read_json(semseg), dict) else None
+        sem = _read_json(semseg)
+        groups = sem.get("segGroups") if isinstance(sem, dict) else None
         if not isinstance(groups, list):
             raise DataError(semseg, "no 'segGroups' list")
         uniq, inverse = np.unique(seg, return_inverse=True)

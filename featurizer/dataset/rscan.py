@@ -211,18 +211,10 @@ class RScanReader(SceneReader):
         self.frames = frames
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
-        if isinstance(scenes, str):
-            scenes = scenes.replace(",", " ").split()
-        listed: dict[str, str] = {}
-        for split in self.splits:
-            for scan_id in self._split_scans(split, required=scenes is None) or []:
-                listed.setdefault(scan_id, split)
-        if scenes is not None:
-            listed = {str(s): listed.get(str(s), self.splits[0]) for s in scenes}
-        self._split_of = listed
+        self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)
 
-    def _split_scans(self, split: str, required: bool) -> list[str] | None:
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
         path = self.split_dir / f"{split}.txt"
         if not path.is_file():
             if not required:

@@ -276,20 +276,8 @@ class ScanNetReader(SceneReader):
         self.frames_root = Path(frames_root) if frames_root is not None else self.root / "scannet_2d"
         self.labels_tsv = Path(labels_tsv) if labels_tsv is not None else self.root / TSV_NAME
         self._labels: LabelTable | None = None
-        if isinstance(scenes, str):  # dataset.scenes=scene0000_00,scene0001_00 from the command line
-            scenes = [s for s in scenes.replace(",", " ").split()]
-        self._split_of = self._assign_splits(None if scenes is None else [str(s) for s in scenes])
+        self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)
-
-    def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
-        """Scene id -> split, in run order: the split files' scenes, or ``scenes`` when given."""
-        listed: dict[str, str] = {}
-        for split in self.splits:
-            for scene_id in self.split_scenes(split, required=scenes is None) or []:
-                listed.setdefault(scene_id, split)
-        if scenes is None:
-            return listed
-        return {s: listed.get(s, self.splits[0]) for s in scenes}
 
     def split_file(self, split: str) -> Path:
         return self.split_dir / f"scannetv2_{split}.txt"

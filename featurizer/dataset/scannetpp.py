@@ -177,21 +177,13 @@ class ScanNetPPReader(SceneReader):
         self.splits = self.split_names(splits)
         self.frames, self.frame_stride = frames, int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
-        if isinstance(scenes, str):
-            scenes = scenes.replace(",", " ").split()
-        listed: dict[str, str] = {}
-        for split in self.splits:
-            for scene_id in self._split_scenes(split, required=scenes is None) or []:
-                listed.setdefault(scene_id, split)
-        if scenes is not None:
-            listed = {str(s): listed.get(str(s), self.splits[0]) for s in scenes}
-        self._split_of = listed
+        self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)
 
     def split_file(self, split: str) -> Path:
         return self.root / "splits" / f"{SPLIT_FILES.get(split, split)}.txt"
 
-    def _split_scenes(self, split: str, required: bool) -> list[str] | None:
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
         path = self.split_file(split)
         if not path.is_file():
             if not required:
