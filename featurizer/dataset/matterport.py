@@ -35,7 +35,6 @@ Conventions converted here:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from pathlib import Path
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header
+from featurizer.dataset.scannet import _frame_size, _shown, read_json, read_ply_header, read_seg_indices
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -135,15 +134,6 @@ def faces_to_vertices(faces: np.ndarray, face_label: np.ndarray, num_vertices: i
     out[vert[first]] = np.where(label[first] == big, -1, label[first])
     return out
 
-
-def _read_json(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, f"not valid JSON: {e}") from None
 
 
 class MatterportReader(SceneReader):
@@ -266,7 +256,7 @@ class MatterportReader(SceneReader):
         path = self.region_path(scene_id, ".semseg.json")
         if not path.is_file():
             return 0
-        groups = _read_json(path).get("segGroups")
+        groups = read_json(path).get("segGroups")
         return len(groups) if isinstance(groups, list) else 0
 
     def scene_cost(self, scene_id: str) -> float:
@@ -319,15 +309,8 @@ class MatterportReader(SceneReader):
         for a, b in ((fsegs, semseg), (semseg, fsegs)):
             if not a.is_file():
                 raise DataError(a, f"not found, but {b.name} is: ground truth needs both")
-        data = _read_json(fsegs)
-        try:
-            seg = np.asarray(data["segIndices"], dtype=np.int64).reshape(-1)
-        except (KeyError, TypeError, ValueError):
-            raise DataError(fsegs, "no 'segIndices' list of integers") from None
-        if len(seg) != num_faces:
-            raise DataError(fsegs, f"segIndices has {len(seg)} entries but the region mesh has {num_faces} "
-                                   f"faces")
-        sem = _read_json(semseg)
+        seg = read_seg_indices(fsegs, num_faces, f"the region mesh has {num_faces} faces")
+        sem = read_json(semseg)
         groups = sem.get("segGroups") if isinstance(sem, dict) else None
         if not isinstance(groups, list):
             raise DataError(semseg, "no 'segGroups' list")

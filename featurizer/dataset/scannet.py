@@ -88,6 +88,30 @@ def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
     raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
 
 
+def read_json(path: Path):
+    """A JSON file's content; DataError naming the file when it is missing or not JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON: {e}") from None
+
+
+def read_seg_indices(path: Path, expected: int, of: str) -> np.ndarray:
+    """(N,) int64 ``segIndices`` of a segments json (ScanNet, ScanNet++, Matterport's fsegs); DataError
+    unless it is a list of ``expected`` integers. of: what they index, e.g. "the mesh has 5 vertices"."""
+    data = read_json(path)
+    try:
+        seg = np.asarray(data["segIndices"], dtype=np.int64).reshape(-1)
+    except (KeyError, TypeError, ValueError):
+        raise DataError(path, "no 'segIndices' list of integers") from None
+    if len(seg) != expected:
+        raise DataError(path, f"segIndices has {len(seg)} entries but {of}")
+    return seg
+
+
 def read_meta(path: Path) -> dict[str, str]:
     """``key = value`` lines of a ScanNet meta ``<scene>.txt``; {} when the file does not exist."""
     if not path.is_file():
@@ -358,7 +382,7 @@ class ScanNetReader(SceneReader):
         d = self.scene_dir(scene_id)
         if not _has_ground_truth(d, scene_id):
             return 0
-        agg = self._read_json(d / f"{scene_id}{AGG_SUFFIX}")
+        agg = read_json(d / f"{scene_id}{AGG_SUFFIX}")
         groups = agg.get("segGroups") if isinstance(agg, dict) else None
         return len(groups) if isinstance(groups, list) else 0
 
@@ -515,18 +539,8 @@ class ScanNetReader(SceneReader):
         if not _has_ground_truth(d, scene_id):
             return np.zeros(0, dtype=np.int64), []
         agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-        segs = self._read_json(segs_path)
-        if not isinstance(segs, dict) or "segIndices" not in segs:
-            raise DataError(segs_path, "no 'segIndices' list")
-        try:
-            seg = np.asarray(segs["segIndices"], dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            raise DataError(segs_path, "'segIndices' is not a list of integers") from None
-        if len(seg) != num_points:
-            raise DataError(
-                segs_path, f"segIndices has {len(seg)} entries but the mesh has {num_points} vertices"
-            )
-        agg = self._read_json(agg_path)
+        seg = read_seg_indices(segs_path, num_points, f"the mesh has {num_points} vertices")
+        agg = read_json(agg_path)
         groups = agg.get("segGroups") if isinstance(agg, dict) else None
         if not isinstance(groups, list):
             raise DataError(agg_path, "no 'segGroups' list")
@@ -552,16 +566,6 @@ class ScanNetReader(SceneReader):
                 )
             out.append((raw_label, object_id, pos))
         return inverse.reshape(-1), out
-
-    @staticmethod
-    def _read_json(path: Path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON: {e}") from None
-        except UnicodeDecodeError:
-            raise DataError(path, "not valid JSON: not UTF-8 text") from None
 
     # ------------------------------------------------------------------ frames
     def _load_frames(

@@ -41,7 +41,7 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
-                                        _shown, read_ply_header)
+                                        _shown, read_json, read_ply_header, read_seg_indices)
 from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -216,7 +216,7 @@ class ScanNetPPReader(SceneReader):
         path = self.scene_dir(scene_id) / ANNO
         if not path.is_file():
             return 0
-        groups = ScanNetReader._read_json(path)
+        groups = read_json(path)
         groups = groups.get("segGroups") if isinstance(groups, dict) else None
         return len(groups) if isinstance(groups, list) else 0
 
@@ -255,15 +255,8 @@ class ScanNetPPReader(SceneReader):
             return []
         if not seg_path.is_file():
             raise DataError(seg_path, f"not found, but {anno_path.name} is: instances need both")
-        segs = ScanNetReader._read_json(seg_path)
-        try:
-            seg = np.asarray(segs["segIndices"], dtype=np.int64).reshape(-1)
-        except (KeyError, TypeError, ValueError):
-            raise DataError(seg_path, "no 'segIndices' list of integers") from None
-        if len(seg) != num_points:
-            raise DataError(seg_path, f"segIndices has {len(seg)} entries but {MESH} has "
-                                      f"{num_points} vertices")
-        anno = ScanNetReader._read_json(anno_path)
+        seg = read_seg_indices(seg_path, num_points, f"{MESH} has {num_points} vertices")
+        anno = read_json(anno_path)
         groups = anno.get("segGroups") if isinstance(anno, dict) else None
         if not isinstance(groups, list):
             raise DataError(anno_path, "no 'segGroups' list")
