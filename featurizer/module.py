@@ -1,4 +1,5 @@
-"""The predict loop: one scene per batch, the 3D stage then the 2D stage, shards out.
+"""The predict loop: one scene per batch, the 3D stage then the 2D stage, shards out (with frame workers,
+the 2D stage's frames are decoded while the 3D encoder runs).
 
 ``SceneDataset`` reads a scene (reader + segmenter) only when one of its stages still has to run;
 ``FeaturizerModule.predict_step`` runs the missing stages and returns their shards, which
@@ -138,15 +139,23 @@ class FeaturizerModule(L.LightningModule):
         return batch  # a Scene of numpy arrays: the stages move what they need
 
     def predict_step(self, batch: dict, batch_idx: int = 0) -> dict:
+        from featurizer.stage2d import FrameBatches
+
         shards: dict[str, dict] = {}
         scene = batch["scene"]
+        frames = None
+        if "2d" in batch["todo"] and "3d" in batch["todo"] and self.frame_workers > 0:
+            # the frame workers decode (and prefetch) while the 3D encoder runs: the stages overlap there
+            frames = FrameBatches(scene.frames, self.frame_batch, self.frame_workers,
+                                  pin=self.device.type == "cuda").start()
         if "3d" in batch["todo"]:
             shards["3d"] = stage3d(scene, batch["gt"], self.encoder3d, read_s=batch["read_s"])
         if "2d" in batch["todo"]:
-            shards["2d"] = self.stage2d(scene)
+            shards["2d"] = self.stage2d(scene, frames)
         return {"scene_id": batch["scene_id"], "inputs": batch["inputs"], "shards": shards}
 
-    def stage2d(self, scene: Scene) -> dict:
+    def stage2d(self, scene: Scene, frames=None) -> dict:
+        """The 2D stage of ``scene``; ``frames``: its started :class:`featurizer.stage2d.FrameBatches`, if any."""
         from featurizer.stage2d import run_2d
 
         t0 = time.perf_counter()
@@ -157,7 +166,7 @@ class FeaturizerModule(L.LightningModule):
             encoder = TokenCache(self.encoder2d, Path(self.token_cache_dir) / f"{scene.scene_id}.pt")
         result = run_2d(scene, encoder, self.fusion, device=self.device,
                         num_workers=self.frame_workers, frame_batch=self.frame_batch,
-                        backend=self.geometry_backend)
+                        backend=self.geometry_backend, frame_batches=frames)
         if encoder is not self.encoder2d:
             encoder.save()
         feats = {object_key(scene.scene_id, i): f.float().cpu().clone() for i, f in result.features.items()}

@@ -142,9 +142,31 @@ def _loader(frames: list, batches: list[list[int]], num_workers: int, with_depth
         prefetch_factor=4 if num_workers else None, persistent_workers=False)
 
 
+class FrameBatches:
+    """A scene's frames with a finite pose, in batches (:func:`_batches`), decoded by ``num_workers``
+    DataLoader workers. :meth:`start` starts the workers, which decode and prefetch at once: started before
+    the scene's 3D stage (``FeaturizerModule.predict_step`` does so when it has workers), the decoding
+    overlaps the 3D encoder and the 2D stage finds its first batches ready."""
+
+    def __init__(self, frames: list, frame_batch: int = 8, num_workers: int = 0, pin: bool = False):
+        self.frames = frames
+        self.positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
+        self.batches = _batches(frames, self.positions, frame_batch)
+        self.num_workers, self.pin = num_workers, pin
+        self._iter = None
+
+    def start(self) -> FrameBatches:
+        if self._iter is None:
+            self._iter = iter(_loader(self.frames, self.batches, self.num_workers, pin=self.pin))
+        return self
+
+    def __iter__(self):
+        return self.start()._iter
+
+
 def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.device = "cpu",
            num_workers: int = 0, frame_batch: int = 8, progress: bool = False,
-           backend: str = "auto") -> Stage2DResult:
+           backend: str = "auto", frame_batches: FrameBatches | None = None) -> Stage2DResult:
     """Per-instance 2D features of ``scene`` with ``encoder2d`` (a PatchEncoder) and a fusion strategy.
 
     Uses ``scene.points`` (raw coordinates) and ``scene.frames``; frames with a non-finite pose are
@@ -152,6 +174,8 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     record for every instance and the time spent decoding, encoding, mapping and fusing.
     backend: the mapping and hull code, ``auto`` (compiled kernels on CPU when numba is installed,
     else torch), ``torch`` or ``numba``; the features are the same.
+    frame_batches: this scene's :class:`FrameBatches`, maybe started already (their decoding then overlapped
+    earlier work); by default made here with ``frame_batch`` and ``num_workers``.
     """
     device = torch.device(device)
     watch = Stopwatch("decode", "encode", "map", "fuse")
@@ -160,7 +184,9 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
     fusion.start(len(scene.instances), _TimedEncoder(encoder2d, watch), device, instance_sizes=index.sizes,
                  backend=backend)
     frames = scene.frames
-    positions = [p for p, f in enumerate(frames) if f.pose_is_finite]
+    if frame_batches is None:
+        frame_batches = FrameBatches(frames, frame_batch, num_workers, pin=device.type == "cuda")
+    positions, batches = frame_batches.positions, frame_batches.batches
     if len(positions) < len(frames):
         warnings.warn(f"{scene.scene_id}: skipping {len(frames) - len(positions)} frame(s) with a non-finite pose",
                       stacklevel=2)
@@ -173,10 +199,8 @@ def run_2d(scene: Scene, encoder2d, fusion: Fusion, *, device: str | torch.devic
         index.to(device)
         culler = VoxelCuller(points, backend=backend)  # voxels: conservative culling before the exact mapping
     opts = fusion.mapping_options
-    batches = _batches(frames, positions, frame_batch)
     skipped: dict[int, str] = {}
-    loader = watch.iterate(_loader(frames, batches, num_workers, pin=torch.device(device).type == "cuda"),
-                           "decode")
+    loader = watch.iterate(frame_batches, "decode")
     for n_batch, (pos, colors, depths, bad) in enumerate(loader):
         skipped.update({frames[p].number: reason for p, reason in bad.items()})
         if not pos:

@@ -131,3 +131,59 @@ def test_scene_workers_read_the_next_scene_while_one_computes(single, data_dir, 
     run_featurizer(*SMALL, f"paths.data_dir={data_dir}", "scene_workers=2", f"hydra.run.dir={tmp_path / 'run'}",
                    root=tmp_path)
     _assert_same_run(single, tmp_path / "run")
+
+
+class _LoggedSource:
+    """A frame source that records, in a file, that a worker decoded it (workers are other processes)."""
+
+    def __init__(self, source, log: Path):
+        self.source, self.log = source, log
+
+    def __call__(self, frame):
+        with open(self.log, "a") as f:
+            f.write(f"{frame.number}\n")
+        return self.source(frame)
+
+
+class _WaitsForFrames(torch.nn.Module):
+    """A 3D encoder that waits (up to ``patience`` s) for the first decoded frame and notes whether it came."""
+
+    name, dim = "waits_for_frames", 4
+
+    def __init__(self, log: Path, patience: float):
+        super().__init__()
+        self.log, self.patience, self.saw_frames = log, patience, []
+
+    def encode(self, xyz, rgb):
+        deadline = time.time() + self.patience
+        while not self.log.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        self.saw_frames.append(self.log.exists())
+        return torch.stack([torch.as_tensor(x, dtype=torch.float32).mean(0).repeat(2)[:4] for x in xyz])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_frames_are_decoded_while_the_3d_encoder_runs(tmp_path, workers):
+    """With frame workers, a scene's frames are decoded during its 3D stage (the encoder sees them arrive),
+    and the features equal those of the stages run one after the other."""
+    import dataclasses
+
+    from featurizer.fusion.paper import PaperFusion
+    from featurizer.module import FeaturizerModule
+    from test_fusion import ProcessorFake, synthetic_scene
+
+    scene = synthetic_scene()
+    log = tmp_path / "decoded.log"
+    scene = dataclasses.replace(scene, frames=[dataclasses.replace(f, source=_LoggedSource(f.source, log))
+                                               for f in scene.frames])
+    encoder3d = _WaitsForFrames(log, patience=60 if workers else 1)
+    module = FeaturizerModule(encoder3d, ProcessorFake(), PaperFusion(), frame_workers=workers, frame_batch=2)
+    batch = {"scene_id": scene.scene_id, "inputs": {}, "todo": ["3d", "2d"], "scene": scene, "gt": None,
+             "read_s": 0.0}
+    out = module.predict_step(batch)["shards"]
+    assert encoder3d.saw_frames == [workers > 0]  # no workers: frames are decoded after the 3D stage
+    alone = module.stage2d(scene)  # the 2D stage by itself, frames decoded as it goes
+    assert sorted(out["2d"]["feats"]) == sorted(alone["feats"]) and alone["feats"]
+    for key, feat in alone["feats"].items():
+        assert torch.equal(out["2d"]["feats"][key], feat), key
+    assert out["2d"]["records"] == alone["records"]
