@@ -44,7 +44,7 @@ from featurizer.dataset.render import box_mesh, look_at, render_mesh  # noqa: E4
 from featurizer.encoder2d.base import PatchEncoder  # noqa: E402
 from featurizer.fusion.paper import PaperFusion  # noqa: E402
 from featurizer.geometry import backend as geometry_backend  # noqa: E402
-from featurizer.geometry.hulls import convex_hull  # noqa: E402
+from featurizer.geometry.hulls import convex_hull, polygon_area  # noqa: E402
 from featurizer.scene import Frame, Instance, Scene  # noqa: E402
 from featurizer.stage2d import run_2d  # noqa: E402
 
@@ -122,15 +122,6 @@ def _compute_mapping(camera_to_world, coords, depth, intrinsic, image_dim, cut_b
     mapping[1][inside_mask] = pi[0][inside_mask]
     mapping[2][inside_mask] = 1
     return mapping.T
-
-
-def polygon_area(vertices: np.ndarray) -> float:
-    """Shoelace area of a (K, 2) polygon (0 when K < 3): the reference rows' hull area without scipy."""
-    p = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
-    if len(p) < 3:
-        return 0.0
-    x, y = p[:, 0], p[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
 class _MonotoneHull:

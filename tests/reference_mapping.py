@@ -3,8 +3,7 @@
 - :func:`project_points`: the dense depth-tested mapping of DESIGN.md section 5 (every point tested in
   every frame), or of the given candidates only; :meth:`VoxelCuller.project` must give the same pairs;
 - :func:`candidates`: the points a :class:`VoxelCuller` keeps per frame after culling;
-- :func:`frame_entries`: one frame's (point ids, u, v) of a :class:`Mapping`;
-- :func:`polygon_area`: the shoelace area of a polygon.
+- :func:`frame_entries`: one frame's (point ids, u, v) of a :class:`Mapping`.
 """
 
 from __future__ import annotations
@@ -116,12 +115,3 @@ def frame_entries(m: mapping.Mapping, f: int) -> tuple[torch.Tensor, torch.Tenso
     """(point_ids, u, v) of frame ``f`` of a mapping, each (M_f,)."""
     a, b = int(m.offsets[f]), int(m.offsets[f + 1])
     return m.point_ids[a:b], m.u[a:b], m.v[a:b]
-
-
-def polygon_area(vertices: np.ndarray) -> float:
-    """Shoelace area of a (K, 2) polygon (0 when K < 3)."""
-    p = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
-    if len(p) < 3:
-        return 0.0
-    x, y = p[:, 0], p[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)

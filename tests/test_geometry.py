@@ -12,9 +12,9 @@ import torch
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
 from featurizer.geometry import backend as geometry_backend
-from featurizer.geometry.hulls import convex_hull, grouped_hull_area2
+from featurizer.geometry.hulls import convex_hull, grouped_hull_area2, polygon_area
 from featurizer.geometry.pooling import box_sums
-from reference_mapping import candidates, frame_entries, polygon_area, project_points
+from reference_mapping import candidates, frame_entries, project_points
 
 W, H = 64, 48
 # the torch code and the compiled CPU kernels (featurizer.geometry) must give the same numbers

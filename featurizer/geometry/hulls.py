@@ -4,7 +4,7 @@
 (parallel pruning of the two monotone chains) runs on any device; on CPU with numba,
 :func:`group_hulls` below (Andrew's monotone chain on each row's leftmost and rightmost pixel) gives
 the same exact integers. :func:`convex_hull` is the plain monotone chain of one pixel set (its
-vertices, for pictures and the benchmark's reference).
+vertices, for pictures and the benchmark's reference), :func:`polygon_area` its shoelace area.
 """
 
 from __future__ import annotations
@@ -42,6 +42,15 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
 
 
 _ANCHOR_DIRECTIONS = ((1, 0), (1, 1), (1, -1), (2, 1), (2, -1), (1, 2), (1, -2))  # (a, b): minimise a y - b x
+
+
+def polygon_area(vertices: np.ndarray) -> float:
+    """Shoelace area of a (K, 2) polygon (0 when K < 3), e.g. of :func:`convex_hull`'s vertices."""
+    p = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
 def _minorant_candidates(group: torch.Tensor, x: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
