@@ -25,7 +25,7 @@ CONF = REPO / "conf"
 W, H = 160, 120
 SEED, FRAMES, OBJECTS = 4, 3, 4
 SID = f"{house_id_of(0)}_region0"
-SID1 = f"{house_id_of(0)}_region1"  # the room next door: one panorama of 3 images, after region 0's in the .conf
+SID1 = f"{house_id_of(0)}_region1"  # the room next door: one panorama of 3 images, after region 0's
 
 
 @pytest.fixture(scope="module")
