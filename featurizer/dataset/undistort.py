@@ -87,13 +87,13 @@ def _tables(und: Undistortion) -> tuple[list[np.ndarray], list[np.ndarray], np.n
     us, vs = (a.reshape(-1) for a in und.source_pixels())
     ui, vi = np.rint(us).astype(np.int64), np.rint(vs).astype(np.int64)
     inside = (ui >= 0) & (ui < width) & (vi >= 0) & (vi < height)
-    nearest = np.where(inside, vi * width + ui, -1)
+    nearest = np.where(inside, vi * width + ui, -1).astype(np.int32)
     us, vs = np.clip(us, 0, width - 1), np.clip(vs, 0, height - 1)  # the outer half pixel: edge values
     u0 = np.minimum(np.floor(us), max(width - 2, 0)).astype(np.int64)
     v0 = np.minimum(np.floor(vs), max(height - 2, 0)).astype(np.int64)
     fu, fv = us - u0, vs - v0
     u1, v1 = np.minimum(u0 + 1, width - 1), np.minimum(v0 + 1, height - 1)
-    corners = [v0 * width + u0, v0 * width + u1, v1 * width + u0, v1 * width + u1]
+    corners = [(a * width + b).astype(np.int32) for a, b in ((v0, u0), (v0, u1), (v1, u0), (v1, u1))]
     weights = [(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv]
     weights = [np.where(inside, w, 0.0).astype(np.float32) for w in weights]
     return corners, weights, nearest
