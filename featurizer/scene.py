@@ -45,6 +45,17 @@ def instance_boxes(instances: list, aligned: np.ndarray) -> np.ndarray:
     return np.stack([box_center_size(aligned[inst.point_ids]) for inst in instances])
 
 
+def load_npy_depth(path: Path) -> np.ndarray:
+    """(H, W) float32 raw depth of a ``.npy`` file (nerfstudio reads ``np.load(path) *
+    depth_unit_scale_factor``); ValueError when it is not an (H, W) or (H, W, 1) array of numbers."""
+    depth = np.load(path, allow_pickle=False)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[:, :, 0]
+    if depth.ndim != 2 or depth.dtype.kind not in "iuf":
+        raise ValueError(f"not an (H, W) array of numbers: {depth.dtype} {depth.shape}")
+    return depth.astype(np.float32)
+
+
 @dataclass
 class Instance:
     """One object instance.
@@ -77,6 +88,12 @@ class Frame:
     color_path / depth_path: image files (exported-frame layout), or None when ``source`` reads them.
     source: optional callable ``source(frame) -> (color uint8 (H, W, 3), depth float32 metres (H, W))``
         for streams that are not files per frame (``.sens``).
+    undistort: optional callable ``undistort(color, depth) -> (color, depth)``, both at ``image_size``, for
+        images stored through a distorting lens: resamples them onto the pinhole grid of ``intrinsics``
+        (:class:`featurizer.dataset.undistort.Undistortion`); None: the images are pinhole already.
+
+    A ``.npy`` depth file holds the raw values as an (H, W) (or (H, W, 1)) array; other depth files are
+    one-channel images.
     """
 
     number: int
@@ -87,6 +104,7 @@ class Frame:
     color_path: Path | None = None
     depth_path: Path | None = None
     source: object | None = None
+    undistort: object | None = None
 
     def __post_init__(self) -> None:
         self.pose = np.asarray(self.pose, dtype=np.float64).reshape(4, 4)
@@ -104,7 +122,14 @@ class Frame:
         stream is 1296x968, its depth 640x480); the intrinsics are those of ``image_size``.
         """
         if self.source is not None:
-            return self.source(self)  # type: ignore[operator]
+            color, depth = self.source(self)  # type: ignore[operator]
+        else:
+            color, depth = self._read_files()
+        if self.undistort is not None:
+            color, depth = self.undistort(color, depth)  # type: ignore[operator]
+        return color, depth
+
+    def _read_files(self) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
 
         if self.color_path is None or self.depth_path is None:
@@ -114,11 +139,14 @@ class Frame:
             if im.size != self.image_size:
                 im = im.resize(self.image_size, Image.BILINEAR)
             color = np.asarray(im, dtype=np.uint8)
-        with Image.open(self.depth_path) as im:
-            depth = np.asarray(im)
-            if im.size != self.image_size:
-                # nearest: never blend depth across an occlusion edge
-                depth = np.asarray(Image.fromarray(depth).resize(self.image_size, Image.NEAREST))
+        if Path(self.depth_path).suffix == ".npy":
+            depth = load_npy_depth(self.depth_path)
+        else:
+            with Image.open(self.depth_path) as im:
+                depth = np.asarray(im)
+        if depth.shape[1::-1] != self.image_size:
+            # nearest: never blend depth across an occlusion edge
+            depth = np.asarray(Image.fromarray(depth).resize(self.image_size, Image.NEAREST))
         return color, depth.astype(np.float32) / float(self.depth_scale)
 
 

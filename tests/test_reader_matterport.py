@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from featurizer.dataset.matterport import GL_TO_CV, MatterportReader, faces_to_vertices
+from featurizer.dataset.matterport import GL_TO_CV, MatterportReader, faces_to_vertices, read_house
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.synthetic.generate import generate_dataset
-from featurizer.dataset.synthetic.layout_matterport import generate_matterport, house_id_of, image_names
+from featurizer.dataset.synthetic.layout_matterport import (generate_matterport, house_id_of, image_names,
+                                                            next_room)
 from featurizer.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ CONF = REPO / "conf"
 W, H = 160, 120
 SEED, FRAMES, OBJECTS = 4, 3, 4
 SID = f"{house_id_of(0)}_region0"
+SID1 = f"{house_id_of(0)}_region1"  # the room next door: one panorama of 3 images, after region 0's
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_reader_loads_the_models_ground_truth(mp_root):
     cfg.root, cfg.splits = str(root), ["train", "val"]
     reader = hydra.utils.instantiate(cfg)
     assert reader.name == "matterport"
-    assert reader.scene_ids == [f"{house_id_of(1)}_region0", SID]
+    assert reader.scene_ids == [f"{house_id_of(1)}_region0", f"{house_id_of(1)}_region1", SID, SID1]
     assert reader.split_of(SID) == "val" and reader.split_of(reader.scene_ids[0]) == "train"
     model = models[0]
     truth = model.objects + model.structure
@@ -78,7 +80,14 @@ def test_reader_loads_the_models_ground_truth(mp_root):
         np.testing.assert_allclose(f.intrinsics, model.k_image, atol=1e-12)
     files = reader.input_files(SID)
     assert _house(root) / "undistorted_camera_parameters" / f"{house_id_of(0)}.conf" in files
-    assert len(files) == 4 + 1 + 2 * FRAMES
+    assert _house(root) / "house_segmentations" / f"{house_id_of(0)}.house" in files
+    assert len(files) == 4 + 2 + 2 * (FRAMES + 3)  # the house's images: both regions'
+    scene1 = reader.load(SID1)
+    assert scene1.notes == [] and [f.number for f in scene1.frames] == [FRAMES, FRAMES + 1, FRAMES + 2]
+    vertices1, poses1 = next_room(model)
+    np.testing.assert_array_equal(scene1.points, vertices1)
+    for f, pose in zip(scene1.frames, poses1):
+        np.testing.assert_allclose(f.pose, pose, atol=1e-12)
 
 
 def test_the_config_option_provides_the_contract(mp_root):
@@ -95,7 +104,7 @@ def test_the_config_option_provides_the_contract(mp_root):
     assert reader.check_scene(SID) == len(scene.points) and scene.split == reader.split_of(SID) == "val"
     assert all(p.is_file() for p in reader.input_files(SID, frames=True))
     assert set(reader.input_files(SID, frames=False)) < set(reader.input_files(SID, frames=True))
-    assert reader.scene_cost(SID) == len(scene.points) / 1000.0 + FRAMES
+    assert reader.scene_cost(SID) == len(scene.points) / 1000.0 + (FRAMES + 3) // 2  # scans / regions
 
 
 def test_face_labels_move_to_vertices_by_majority_with_documented_ties():
@@ -108,22 +117,27 @@ def test_face_labels_move_to_vertices_by_majority_with_documented_ties():
 
 
 # ------------------------------------------------------------------ projection round trip
-def _id_buffer(model, pose) -> np.ndarray:
-    """(H, W) ground-truth group index the generator drew at each pixel (-1: nothing), from its own pose."""
+def _id_buffer(model, pose, vertices=None) -> np.ndarray:
+    """(H, W) ground-truth group index the generator drew at each pixel (-1: nothing), from its own pose
+    (of region 0's mesh, or of the region at ``vertices``)."""
     ids = np.full(len(model.raw_vertices), 255)
     for i, g in enumerate(model.objects + model.structure):
         ids[g["point_ids"]] = i
     colors = np.stack([ids, np.zeros_like(ids), np.zeros_like(ids)], axis=1).astype(np.uint8)
-    color, depth = render_mesh(model.raw_vertices, model.faces, colors, pose, model.k_image, W, H)
+    vertices = model.raw_vertices if vertices is None else vertices
+    color, depth = render_mesh(vertices, model.faces, colors, pose, model.k_image, W, H)
     return np.where(depth > 0, color[..., 0].astype(int), -1)
 
 
-def _round_trip(scene, model, pose_of=lambda f: f.pose, depth_factor=1.0) -> tuple[int, float]:
+def _round_trip(scene, model, pose_of=lambda f: f.pose, depth_factor=1.0, region=None) -> tuple[int, float]:
     """Points of every instance projected through the reader's pose, K and depth (kept where the depth
-    agrees within 5%): (how many, the fraction landing on pixels the generator drew for that instance)."""
+    agrees within 5%): (how many, the fraction landing on pixels the generator drew for that instance).
+    region: ``next_room(model)`` for region 1 (default region 0: the model)."""
     seen = hit = 0
-    for frame, true_pose in zip(scene.frames, model.poses):
-        ids = _id_buffer(model, true_pose)
+    vertices, poses = region if region is not None else (model.raw_vertices, model.poses)
+    assert len(scene.frames) == len(poses)
+    for frame, true_pose in zip(scene.frames, poses):
+        ids = _id_buffer(model, true_pose, vertices)
         _, depth = frame.read()
         depth = depth * depth_factor
         w2c = np.linalg.inv(pose_of(frame))
@@ -159,6 +173,27 @@ def test_projection_round_trip_and_the_traps_fail_it(mp_root):
     }
     for name, kwargs in traps.items():
         assert not _passes(*_round_trip(scene, model, **kwargs)), name
+    scene1 = MatterportReader(str(root)).load(SID1)  # the room next door, its frames by the .house
+    assert _passes(*_round_trip(scene1, model, region=next_room(model)))
+
+
+# ------------------------------------------------------------------ a region's frames: .house vs the margin
+def test_the_house_file_assigns_frames_where_the_margin_heuristic_is_wrong(copy):
+    """Region 1's panorama stands 0.3 m behind the wall it shares with region 0: within frame_margin of
+    region 0's box. The .house file puts it in region 1; the heuristic (no .house) gives it to both."""
+    region_of = read_house(_house(copy) / "house_segmentations" / f"{house_id_of(0)}.house")
+    assert region_of == {image_names(n)[0]: 0 for n in range(FRAMES)} | \
+        {image_names(0, 1, cam)[0]: 1 for cam in range(3)}
+    reader = MatterportReader(str(copy))
+    own = {SID: list(range(FRAMES)), SID1: [FRAMES, FRAMES + 1, FRAMES + 2]}
+    for sid, numbers in own.items():
+        assert [f.number for f in reader.load(sid).frames] == numbers
+    (_house(copy) / "house_segmentations" / f"{house_id_of(0)}.house").unlink()
+    with pytest.warns(UserWarning, match="a heuristic"):
+        margin = {sid: [f.number for f in reader.load(sid).frames] for sid in own}
+    assert set(own[SID1]) <= set(margin[SID])  # region 1's whole panorama taken by region 0
+    for sid, numbers in own.items():
+        assert margin[sid] != numbers and set(numbers) <= set(margin[sid]), (sid, margin)
 
 
 # ------------------------------------------------------------------ two layouts, one scene
@@ -220,7 +255,7 @@ def test_missing_image_is_named_by_check_and_skipped_with_a_note_by_load(copy):
     reader = MatterportReader(str(copy))
     with pytest.raises(DataError) as e:
         reader.check_scene(SID)
-    assert e.value.path == path and "1 of the 3 images" in e.value.problem
+    assert e.value.path == path and f"1 of the {FRAMES + 3} images" in e.value.problem
     with pytest.warns(UserWarning, match="missing image: 1"):
         scene = reader.load(SID)
     assert [f.number for f in scene.frames] == [0, 2]
@@ -240,7 +275,7 @@ def test_inconsistent_counts_name_the_file(copy):
 
 def test_n_images_disagreeing_with_the_scan_lines_names_the_conf(copy):
     conf = _conf(copy)
-    conf.write_text(conf.read_text().replace(f"n_images {FRAMES}", f"n_images {FRAMES + 1}"))
+    conf.write_text(conf.read_text().replace(f"n_images {FRAMES + 3}", f"n_images {FRAMES + 4}"))
     _expect(copy, conf, "scan lines")
 
 
@@ -263,3 +298,42 @@ def test_semseg_segment_absent_from_fsegs_names_the_semseg(copy):
     data["segGroups"][0]["segments"].append(10**9)
     path.write_text(json.dumps(data))
     _expect(copy, path, "absent from region0.fsegs.json")
+
+
+def _house_file(root: Path) -> Path:
+    return _house(root) / "house_segmentations" / f"{house_id_of(0)}.house"
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("unknown panorama", "is of panorama 7, but the file has 2 panorama line(s) before it"),
+    ("truncated image line", "a 'I' line has 41 fields, this one 40"),
+    ("region out of range", "is in region 5, but the H line counts 2 regions"),
+    ("non-integer index", "non-integer count or index"),
+    ("image count", "the H line counts 7 images, the file has 6"),
+])
+def test_bad_house_file_names_the_file_and_line(copy, damage, words):
+    path = _house_file(copy)
+    lines = path.read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if line.startswith("I "))
+    p = next(i for i, line in enumerate(lines) if line.startswith("P  0000"))  # the first panorama line
+    w = lines[n].split()
+    if damage == "unknown panorama":
+        lines[n] = " ".join(w[:2] + ["7"] + w[3:])
+    elif damage == "truncated image line":
+        lines[n] = " ".join(w[:-1])
+    elif damage == "region out of range":
+        n = p
+        w = lines[p].split()
+        lines[p] = " ".join(w[:3] + ["5"] + w[4:])
+    elif damage == "non-integer index":
+        lines[n] = " ".join(w[:4] + ["one"] + w[5:])
+    else:
+        h = next(i for i, line in enumerate(lines) if line.startswith("H "))
+        w = lines[h].split()
+        lines[h] = " ".join(w[:3] + ["7"] + w[4:])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        read_house(path)
+    assert e.value.path == path and words in e.value.problem, str(e.value)
+    assert damage == "image count" or e.value.problem.startswith(f"line {n + 1}: "), str(e.value)
+    _expect(copy, path, words)  # check_scene and load name it too

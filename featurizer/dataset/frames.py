@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurizer.scene import Frame
+from featurizer.scene import Frame, load_npy_depth
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,17 @@ def _open_loaded(path: Path | None, what: str):
         raise _Skip(UNREADABLE, f"{what} {path}: {type(e).__name__}: {e}") from None
 
 
+def _read_depth(path: Path) -> np.ndarray:
+    """The raw depth array of an image file or a ``.npy`` file (:func:`featurizer.scene.load_npy_depth`)."""
+    if Path(path).suffix != ".npy":
+        with _open_loaded(path, "depth") as im:
+            return np.asarray(im)
+    try:
+        return load_npy_depth(path)
+    except Exception as e:  # ValueError (pickled, bad header or shape), OSError, EOFError ...
+        raise _Skip(UNREADABLE, f"depth {path}: {type(e).__name__}: {e}") from None
+
+
 def _read_files(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
 
@@ -76,11 +87,10 @@ def _read_files(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     for path, what in ((frame.color_path, "colour"), (frame.depth_path, "depth")):
         if path is None or not Path(path).is_file():
             raise _Skip(MISSING, f"{what} {path}")
-    im = _open_loaded(frame.depth_path, "depth")
-    with im:
-        if im.size != (width, height):
-            raise _Skip(SIZE_MISMATCH, f"depth {frame.depth_path} is {im.size}, frame is {(width, height)}")
-        depth = np.asarray(im)
+    depth = _read_depth(frame.depth_path)
+    if depth.shape[1::-1] != (width, height):
+        raise _Skip(SIZE_MISMATCH, f"depth {frame.depth_path} is {depth.shape[1::-1]}, frame is "
+                                   f"{(width, height)}")
     if depth.ndim != 2 or depth.dtype.kind not in "iuf":
         raise _Skip(UNREADABLE,
                     f"depth {frame.depth_path}: not a one-channel image ({depth.dtype} {depth.shape})")
@@ -119,7 +129,8 @@ def read_frame_checked(frame: Frame) -> tuple[np.ndarray | None, np.ndarray | No
     """Colour (H, W, 3) uint8 and depth (H, W) float32 metres of ``frame``, or the reason it is skipped.
 
     Returns ``(color, depth, None)``, equal to :meth:`Frame.read`, for a good frame (colour files of
-    another size but the same aspect ratio are resized, bilinear, as there), and ``(None, None,
+    another size but the same aspect ratio are resized, bilinear, as there; then ``frame.undistort``
+    resamples both, when set), and ``(None, None,
     reason)`` otherwise, reason one of :data:`REASONS`:
 
     - ``"missing file"``: the colour or depth file (or the ``.sens`` stream) does not exist;
@@ -137,6 +148,8 @@ def read_frame_checked(frame: Frame) -> tuple[np.ndarray | None, np.ndarray | No
                 color, depth = _read_source(frame)
             else:
                 color, depth = _read_files(frame)
+        if frame.undistort is not None:
+            color, depth = frame.undistort(color, depth)  # type: ignore[operator]
         if not np.any(depth > 0):
             raise _Skip(DEPTH_ZERO, f"frame {frame.number}")
     except _Skip as skip:

@@ -11,6 +11,7 @@ A scene is one region of one house, ``<house>_region<N>`` (OpenScene's and Point
     undistorted_camera_parameters/<house>.conf    intrinsics_matrix lines, each followed by its scan lines
     undistorted_color_images/<pano>_i<cam>_<yaw>.jpg
     undistorted_depth_images/<pano>_d<cam>_<yaw>.png   uint16, 0.25 mm per unit (divide by 4000), z-depth
+    house_segmentations/<house>.house             levels, regions, panoramas (with their region), images
     <root>/scenes_<split>.txt                     the official house lists (Matterport's tasks/benchmark/)
     <root>/metadata/category_mapping.tsv          raw_category -> category, mpcat40 (optional)
 
@@ -27,9 +28,13 @@ Conventions converted here:
   "unannotated"). Ties go to an instance over unannotated, then to the lowest segGroup index.
 - Points are the region mesh's vertices in the house's frame (the frame of the poses); the house frame
   has z up, so ``axis_align`` is the identity.
-- A region's frames are the house's scans whose camera centre lies in the region mesh's xy box grown by
-  ``frame_margin`` metres (a house's panoramas are taken inside its rooms); frame numbers are the scans'
-  positions in the ``.conf``.
+- A region's frames are the scans of the panoramas the house's ``house_segmentations/<house>.house`` file puts
+  in that region (``P`` lines: panorama -> region; ``I`` lines: image -> panorama; :func:`read_house`), where
+  ``region<N>`` of ``region_segmentations`` is the ``.house`` file's region N (its N-th ``R`` line; the
+  numbering both folders share, which data_organization.md does not state in words). Without a ``.house``
+  file: the scans whose camera centre lies in the region mesh's xy box grown by ``frame_margin`` metres (a
+  heuristic, noted: near a doorway it takes the next room's cameras). Frame numbers are the scans' positions
+  in the ``.conf``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ DEPTH_SCALE = 4000.0  # undistorted depth pngs: 0.25 mm per unit
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # right-multiplied: OpenGL camera axes -> OpenCV camera axes
 REGIONS = "region_segmentations"
 CONF_DIR = "undistorted_camera_parameters"
+HOUSE_DIR = "house_segmentations"
+HOUSE_COUNTS = ("images", "panoramas", "vertices", "surfaces", "segments", "objects", "categories", "regions",
+                "portals", "levels")  # the H line's counts, in order
+FIELDS = {"H": 29, "R": 20, "panorama": 13, "I": 41}  # words per line (the letter included)
 TSV = Path("metadata") / "category_mapping.tsv"
 REQUIRED_VERTEX_PROPS = ("x", "y", "z", "red", "green", "blue")
 SCENE_RE = re.compile(r"(.+)_region(\d+)")
@@ -106,6 +115,77 @@ def read_conf(path: Path) -> tuple[dict[str, str], list[tuple[str, str, np.ndarr
     return keys, scans
 
 
+def read_house(path: Path) -> dict[str, int]:
+    """The region of every image a ``.house`` file lists: depth image name (``<pano>_d<cam>_<yaw>.png``,
+    as the ``.conf`` names it) -> region index (-1: its panorama is in no region).
+
+    Format (niessner/Matterport ``data_organization.md``, "house_segmentations", and the parser it ships,
+    ``code/gaps/apps/mpview/mp.cpp`` ``MPHouse::ReadAsciiFile``): a first line ``ASCII 1.1``, then ``H name
+    label #images #panoramas #vertices #surfaces #segments #objects #categories #regions #portals #levels
+    0 0 0 0 0 xlo ylo zlo xhi yhi zhi 0 0 0 0 0``, then the L, R, P (portal), S, V, P (panorama), I, C, O, E
+    lines in that order. Portals and panoramas share the letter P: as mp.cpp reads them, the first #portals
+    P lines are portals. ``P name panorama_index region_index 0 px py pz 0 0 0 0 0`` is a panorama; ``I
+    image_index panorama_index name camera_index yaw_index e00 .. e33 i00 .. i22 width height px py pz 0 0 0 0
+    0`` an image, whose files are ``<name>_d<camera_index>_<yaw_index>.png`` and ``<name>_i<camera_index>_
+    <yaw_index>.jpg``. A panorama index is the panorama's position among the panorama lines (mp.cpp's
+    ``panoramas.Kth``).
+
+    DataError naming the file (and the line): no ``ASCII`` + ``H`` start, an H, R, panorama or I line with the
+    wrong number of fields or a non-integer index, a panorama in a region the H line does not count, an image
+    of an unknown panorama, H counts of regions / panoramas / images that disagree with the lines.
+    """
+    if not path.is_file():
+        raise DataError(path, f"not found ({HOUSE_DIR})")
+    lines = [(n, line.split()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+    lines = [(n, w) for n, w in lines if w]
+    if len(lines) < 2 or lines[0][1][0] != "ASCII" or lines[1][1][0] != "H":
+        raise DataError(path, "not a .house file: it must begin with an 'ASCII 1.1' line and the 'H' line")
+    found = dict.fromkeys(("regions", "panoramas", "images"), 0)
+    total: dict[str, int] = {}
+    panorama_region: list[int] = []
+    region_of: dict[str, int] = {}
+    portals = 0
+    for n, w in lines[1:]:
+        kind = w[0]
+        if kind == "P":
+            if portals < total.get("portals", 0):  # the first #portals P lines are portals
+                portals += 1
+                continue
+            kind = "panorama"
+        if kind not in FIELDS:
+            continue
+        if len(w) != FIELDS[kind]:
+            what = f"'{w[0]}'" + (" (panorama)" if kind == "panorama" else "")
+            raise DataError(path, f"line {n}: a {what} line has {FIELDS[kind]} fields, this one {len(w)}: "
+                                  f"{' '.join(w)[:80]!r}")
+        try:
+            if kind == "H":
+                total = dict(zip(HOUSE_COUNTS, (int(x) for x in w[3:13])))
+            elif kind == "R":
+                found["regions"] += 1
+            elif kind == "panorama":
+                region = int(w[3])
+                if not -1 <= region < total["regions"]:
+                    raise DataError(path, f"line {n}: panorama {w[1]} is in region {region}, but the H line "
+                                          f"counts {total['regions']} regions")
+                panorama_region.append(region)
+                found["panoramas"] += 1
+            else:  # I
+                pano, cam, yaw = int(w[2]), int(w[4]), int(w[5])
+                if not -1 <= pano < len(panorama_region):
+                    raise DataError(path, f"line {n}: image {w[1]} ({w[3]}) is of panorama {pano}, but the "
+                                          f"file has {len(panorama_region)} panorama line(s) before it")
+                region_of[f"{w[3]}_d{cam}_{yaw}.png"] = panorama_region[pano] if pano >= 0 else -1
+                found["images"] += 1
+        except ValueError:
+            raise DataError(path, f"line {n}: '{w[0]}' line with a non-integer count or index: "
+                                  f"{' '.join(w)[:80]!r}") from None
+    for what, number in found.items():
+        if number != total[what]:
+            raise DataError(path, f"the H line counts {total[what]} {what}, the file has {number}")
+    return region_of
+
+
 def read_category_tsv(path: Path, column: str) -> dict[str, str]:
     """raw_category -> ``column`` of Matterport's ``category_mapping.tsv``; DataError when unparsable."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -148,7 +228,8 @@ class MatterportReader(SceneReader):
         without it an instance's label is its raw label.
     label_column: the tsv column an instance's label comes from (``mpcat40``, ``category``, ``nyu40class``).
     frames: ``undistorted`` (the undistorted colour/depth images and the ``.conf``) or ``none``.
-    frame_margin: metres around the region's xy box where a frame's camera centre must lie.
+    frame_margin: without the house's ``.house`` file, the metres around the region's xy box where a frame's
+        camera centre must lie (a heuristic; with the file, its panorama -> region assignment is used).
     frame_stride, max_frames: keep every k-th frame of the region, at most this many.
     """
 
@@ -227,20 +308,24 @@ class MatterportReader(SceneReader):
     def conf_path(self, house: str) -> Path:
         return self.house_dir(house) / CONF_DIR / f"{house}.conf"
 
+    def house_path(self, house: str) -> Path:
+        return self.house_dir(house) / HOUSE_DIR / f"{house}.house"
+
     def labels(self) -> dict[str, str] | None:
         if self._labels is None and self.category_tsv.is_file():
             self._labels = read_category_tsv(self.category_tsv, self.label_column)
         return self._labels
 
     def input_files(self, scene_id: str, frames: bool = True) -> list[Path]:
-        """Region ply, fsegs, semseg, the category tsv (those present); with ``frames`` the ``.conf`` and
-        every image it names (the house's, a superset of the region's)."""
+        """Region ply, fsegs, semseg, the category tsv (those present); with ``frames`` the ``.conf``, the
+        ``.house`` (when present) and every image the ``.conf`` names (the house's: a superset of the
+        region's)."""
         files = [self.region_path(scene_id, s) for s in (".ply", ".fsegs.json", ".semseg.json")]
         files = [p for p in files + [self.category_tsv] if p.is_file() or p.suffix == ".ply"]
         if frames and self.frames != "none":
             house = parse_scene_id(scene_id)[0]
             conf = self.conf_path(house)
-            files.append(conf)
+            files += [conf] + [p for p in (self.house_path(house),) if p.is_file()]
             if conf.is_file():
                 keys, scans = read_conf(conf)
                 dd, cd = self._image_dirs(house, keys)
@@ -276,7 +361,8 @@ class MatterportReader(SceneReader):
 
     def check_scene(self, scene_id: str) -> int:
         """The region ply header (vertex and face elements, colours), fsegs length = faces, semseg
-        segments present in fsegs, and the house's ``.conf`` (parsed) and the images it names (listed)."""
+        segments present in fsegs, and the house's ``.conf`` and ``.house`` (parsed) and the images the
+        ``.conf`` names (listed)."""
         ply = self.region_path(scene_id, ".ply")
         counts, props, _ = read_ply_header(ply)
         missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
@@ -287,6 +373,8 @@ class MatterportReader(SceneReader):
         if self.frames != "none":
             house = parse_scene_id(scene_id)[0]
             keys, scans = read_conf(self.conf_path(house))
+            if self.house_path(house).is_file():
+                read_house(self.house_path(house))
             listed = ([s[0] for s in scans], [s[1] for s in scans])
             for folder, names in zip(self._image_dirs(house, keys), listed):
                 if not folder.is_dir():
@@ -368,15 +456,14 @@ class MatterportReader(SceneReader):
         return scene
 
     def _frames(self, scene_id: str, points: np.ndarray, notes: list[str]) -> list[Frame]:
-        house = parse_scene_id(scene_id)[0]
+        house, region = parse_scene_id(scene_id)
         conf = self.conf_path(house)
         keys, scans = read_conf(conf)
         depth_dir, color_dir = self._image_dirs(house, keys)
-        lo, hi = points[:, :2].min(0) - self.frame_margin, points[:, :2].max(0) + self.frame_margin
+        in_region = self._region_test(house, region, points, [s[0] for s in scans], notes)
         chosen, incomplete = [], []
         for n, (depth_name, color_name, k, c2w_gl) in enumerate(scans):
-            centre = c2w_gl[:2, 3]
-            if np.isfinite(centre).all() and not ((lo <= centre) & (centre <= hi)).all():
+            if not in_region(depth_name, c2w_gl[:2, 3]):
                 continue
             if not (depth_dir / depth_name).is_file() or not (color_dir / color_name).is_file():
                 incomplete.append(n)
@@ -395,3 +482,21 @@ class MatterportReader(SceneReader):
             return []
         return [Frame(number=n, pose=pose, intrinsics=k, image_size=size, depth_scale=DEPTH_SCALE,
                       color_path=cp, depth_path=dp) for n, dp, cp, k, pose in chosen]
+
+    def _region_test(self, house: str, region: int, points: np.ndarray, depth_names: list[str],
+                     notes: list[str]):
+        """``test(depth image name, camera centre xy) -> bool``: is the scan in ``region``? By the ``.house``
+        file's panorama -> region assignment, or (without the file, noted) by the ``frame_margin`` box."""
+        path = self.house_path(house)
+        if path.is_file():
+            region_of = read_house(path)
+            unlisted = [n for n, name in enumerate(depth_names) if name not in region_of]
+            if unlisted:
+                notes.append(f"{len(unlisted)} scan(s) of the .conf have no image line in {path.name} (in "
+                             f"no region): {_shown(unlisted, 10)}")
+            return lambda name, centre: region_of.get(name) == region
+        notes.append(f"no {HOUSE_DIR}/{path.name}: the region's frames are the house's cameras within "
+                     f"{self.frame_margin} m of its xy box (a heuristic)")
+        lo, hi = points[:, :2].min(0) - self.frame_margin, points[:, :2].max(0) + self.frame_margin
+        # a non-finite camera is kept here and dropped, noted, with the other non-finite poses
+        return lambda name, c: not np.isfinite(c).all() or bool(((lo <= c) & (c <= hi)).all())

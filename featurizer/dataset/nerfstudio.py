@@ -9,18 +9,24 @@ Layout (facts: ``reference/datasets.md`` section 5)::
                                   depth_unit_scale_factor (default 1e-3: millimetres), ply_file_path,
                                   applied_transform (3x4: original data frame -> this file's frame)
     <capture>/<file_path>         colour images
-    <capture>/<depth_file_path>   depth PNGs (raw value * depth_unit_scale_factor = metres)
+    <capture>/<depth_file_path>   depth: 16-bit PNGs or ``.npy`` arrays (raw value * depth_unit_scale_factor
+                                  = metres; nerfstudio ``data/utils/data_utils.py`` get_depth_image_from_path)
     <capture>/<ply_file_path>     the point cloud or mesh (vertices x y z [red green blue])
     <capture>/instances.npz       optional ground-truth instances (the ``instance_npz`` format)
 
 ``root`` is one capture (``<root>/transforms.json`` exists: one scene named after the folder) or a folder
 of captures (each sub-folder holding a ``transforms.json`` is a scene, named after the sub-folder, in
-sorted order). nerfstudio has no scene split files: every scene is in the one ``split`` (default val).
+sorted order). nerfstudio has no scene split files: every scene is in the one split of ``splits`` (default
+``[val]``).
 
 Conventions converted here: OpenGL camera axes -> OpenCV (c2w columns 1 and 2 negated); nerfstudio's
 pixel centres at ``u + 0.5`` (COLMAP's) -> featurizer's at ``u`` (cx, cy - 0.5); intrinsics given at the
 colour size ``w x h`` rescaled to the depth images' size (colour is resized to it, as for ScanNet);
-depth scale = 1 / depth_unit_scale_factor. Points are in the frame of the poses (the file's frame;
+depth scale = 1 / depth_unit_scale_factor; frames whose camera has distortion coefficients (``OPENCV``,
+``RADIAL``, ``SIMPLE_RADIAL``, any perspective model with non-zero ``k1..k4 p1 p2``) or is
+``OPENCV_FISHEYE`` are read as stored and resampled onto the pinhole grid of their ``fx fy cx cy``
+(:mod:`featurizer.dataset.undistort`), so the frame's intrinsics hold for the pixels the stages see
+(``EQUIRECTANGULAR`` and ``FISHEYE624`` are refused). Points are in the frame of the poses (the file's frame;
 ``ply_frame=original`` moves a cloud in the original data frame by ``applied_transform``). The world
 is +Z up by nerfstudio's convention, so ``axis_align`` is the identity.
 """
@@ -34,6 +40,7 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header
+from featurizer.dataset.undistort import FISHEYE, RADTAN, Undistortion
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -42,8 +49,9 @@ DEFAULT_DEPTH_UNIT = 1e-3  # nerfstudio's default depth_unit_scale_factor (depth
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 PIXEL_OFFSET = 0.5  # nerfstudio (and COLMAP) put pixel u's centre at image coordinate u + 0.5
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
-DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
-NOT_PINHOLE = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE624")  # far from pinhole: refused
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")  # the order of Undistortion.coeffs
+NOT_PINHOLE = ("EQUIRECTANGULAR", "FISHEYE624")  # no pinhole grid holds them: refused
+FISHEYE_MODELS = ("OPENCV_FISHEYE",)  # equidistant; every other model: radial-tangential
 PLY_FRAMES = ("transforms", "original")
 
 
@@ -56,7 +64,8 @@ class NerfstudioReader(SceneReader):
     """Reads nerfstudio captures (``transforms.json`` + point cloud or mesh) into Scenes.
 
     root: one capture folder, or a folder of capture folders (see the module docstring).
-    split: the split every scene is in (nerfstudio has no split files).
+    splits: ``[<split>]``, the one split every scene is in (nerfstudio has no split files); a list, as
+        every reader's. The old option ``split`` is refused with a ConfigError naming its replacement.
     scenes: explicit scene ids (capture folder names) to read; default all captures under ``root``.
     ply: the point cloud or mesh, relative to the capture folder (or absolute); default the file's
         ``ply_file_path``.
@@ -73,15 +82,19 @@ class NerfstudioReader(SceneReader):
     def __init__(
         self,
         root: str,
-        split: str = "val",
+        splits: list[str] | str = ("val",),
         scenes: list[str] | str | None = None,
         ply: str | None = None,
         ply_frame: str = "transforms",
         instances: str = "instances.npz",
         frame_stride: int = 1,
         max_frames: int | None = None,
+        split: str | None = None,
     ):
         super().__init__()
+        if split is not None:
+            raise ConfigError("dataset.split", f"renamed: pass dataset.splits=[{split}] (a list, as every "
+                                               f"reader takes)")
         if root is None or str(root) in ("", "???"):
             raise ConfigError("dataset.root", "the capture folder is not set: pass dataset.root=/path")
         if ply_frame not in PLY_FRAMES:
@@ -92,7 +105,10 @@ class NerfstudioReader(SceneReader):
         if max_frames is not None and int(max_frames) < 1:
             raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
         self.root = Path(root)
-        self.splits = [str(split)]
+        self.splits = self.split_names(splits)
+        if len(self.splits) != 1:
+            raise ConfigError("dataset.splits", f"nerfstudio has no split files: every capture is in one "
+                                                f"split; give one, not {self.splits}")
         self.ply, self.ply_frame, self.instances = ply, ply_frame, instances
         self.frame_stride = int(frame_stride)
         self.max_frames = None if max_frames is None else int(max_frames)
@@ -188,8 +204,8 @@ class NerfstudioReader(SceneReader):
             except (TypeError, ValueError):
                 raise DataError(path, f"frames[{i}] ({fr['file_path']}): intrinsics not numbers") from None
             if str(cam.get("camera_model", "PINHOLE")).upper() in NOT_PINHOLE:
-                raise DataError(path, f"camera_model {cam['camera_model']} is not pinhole: undistort the "
-                                      f"frames first (ns-process-data writes undistorted images for it)")
+                raise DataError(path, f"camera_model {cam['camera_model']} has no pinhole grid to resample "
+                                      f"onto: convert the frames to a perspective camera first")
             cam["file_path"] = d / str(fr["file_path"])
             cam["depth"] = d / str(fr["depth_file_path"]) if fr.get("depth_file_path") else None
             rows.append((i, cam, c2w))
@@ -304,7 +320,8 @@ class NerfstudioReader(SceneReader):
 
     def _frames(self, meta: dict, path: Path, d: Path, notes: list[str]) -> list[Frame]:
         """The kept frames with a depth file: OpenCV c2w, intrinsics at the depth size (pixel centres at
-        integer coordinates), depth scale 1 / depth_unit_scale_factor."""
+        integer coordinates), depth scale 1 / depth_unit_scale_factor, and an ``undistort`` for frames of a
+        camera with distortion."""
         entries = self._frame_entries(meta, path, d)
         scale = 1.0 / self._depth_unit(meta, path)
         no_depth = [i for i, cam, _ in entries if cam["depth"] is None]
@@ -315,11 +332,7 @@ class NerfstudioReader(SceneReader):
         if size is None:
             notes.append(f"no readable depth image in {path.name}: no frames")
             return []
-        distorted = sorted({i for i, cam, _ in entries if any(cam.get(k, 0.0) != 0 for k in DISTORTION_KEYS)})
-        if distorted:
-            notes.append(f"{len(distorted)} frame(s) have distortion coefficients; projected as pinhole "
-                         f"(undistort the images for exact pixels): {_shown(distorted, 10)}")
-        frames = []
+        frames, cameras = [], {}
         for i, cam, c2w in entries:
             w, h = cam.get("w"), cam.get("h")
             if w is None or h is None:  # nerfstudio reads the size from the image then
@@ -331,5 +344,20 @@ class NerfstudioReader(SceneReader):
             k = np.array([[cam["fl_x"] * sx, 0.0, cam["cx"] * sx - PIXEL_OFFSET],
                           [0.0, cam["fl_y"] * sy, cam["cy"] * sy - PIXEL_OFFSET], [0.0, 0.0, 1.0]])
             frames.append(Frame(number=i, pose=opengl_to_opencv(c2w), intrinsics=k, image_size=size,
-                                depth_scale=scale, color_path=cam["file_path"], depth_path=cam["depth"]))
+                                depth_scale=scale, color_path=cam["file_path"], depth_path=cam["depth"],
+                                undistort=self._undistortion(cam, k, size, cameras)))
         return frames
+
+    @staticmethod
+    def _undistortion(cam: dict, k: np.ndarray, size: tuple[int, int], cameras: dict) -> Undistortion | None:
+        """The frame's resampling onto its pinhole grid (None for a pinhole camera), one per camera:
+        ``cameras`` holds those made so far, so frames of one camera share it (and its cached tables)."""
+        fisheye = str(cam.get("camera_model", "")).upper() in FISHEYE_MODELS
+        coeffs = tuple(float(cam.get(key, 0.0)) for key in DISTORTION_KEYS)
+        if fisheye:
+            coeffs = coeffs[:4] + (0.0, 0.0)  # the equidistant model has no tangential terms
+        elif not any(coeffs):
+            return None
+        pinhole = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
+        und = Undistortion(FISHEYE if fisheye else RADTAN, coeffs, pinhole, size)
+        return cameras.setdefault(und, und)

@@ -200,9 +200,12 @@ def _frame_size(depth_files: list[Path], meta: dict[str, str]) -> tuple[int, int
     sizes = []
     for path in depth_files:
         try:
+            if Path(path).suffix == ".npy":  # a depth array (nerfstudio): its header only
+                sizes.append(tuple(np.load(path, mmap_mode="r").shape[1::-1]))
+                continue
             with Image.open(path) as im:  # header only
                 sizes.append(im.size)
-        except OSError:  # unreadable: frames.read_frame_checked skips the frame later
+        except (OSError, ValueError):  # unreadable: frames.read_frame_checked skips the frame later
             continue
     if not sizes:
         return None
