@@ -435,3 +435,29 @@ def test_unextracted_iphone_data_names_the_toolkit_command(copy):
             as e:
         ScanNetPPReader(str(root)).check()
     assert e.value.path == d / "iphone" / "rgb"
+
+
+def _lz4_literal_block(data: bytes) -> bytes:
+    """An lz4 block holding ``data`` as one literal run (valid: a block's last sequence is literals only)."""
+    n = len(data) - 15
+    return bytes([0xF0]) + b"\xff" * (n // 255) + bytes([n % 255]) + data
+
+
+def test_undecoded_depth_bin_is_named_with_its_encoding(copy):
+    import zlib
+
+    root, d = copy
+    shutil.rmtree(d / "iphone" / "depth")
+    path = d / "iphone" / "depth.bin"
+    depth = np.full((2, 192, 256), 1.5, np.float32)  # the older form: one raw-deflate stream, float32 m
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    path.write_bytes(deflate.compress(depth.tobytes()) + deflate.flush())
+    reader = ScanNetPPReader(str(root))
+    with pytest.raises(DataError, match=r"but iphone/depth.bin is \(one zlib stream of float32 metres\): "
+                                        r"extract it .*prepare_iphone_data") as e:
+        reader.check()
+    assert e.value.path == d / "iphone" / "depth"
+    block = _lz4_literal_block(np.full((192, 256), 1500, np.uint16).tobytes())  # the per-frame form
+    path.write_bytes(b"".join(len(block).to_bytes(4, "little") + block for _ in range(2)))
+    with pytest.raises(DataError, match="per-frame lz4 blocks of uint16 mm: decoding them needs the lz4"):
+        reader.check()

@@ -55,6 +55,7 @@ import csv
 import dataclasses
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,22 @@ def read_benchmark(root: Path) -> tuple[dict[str, str | None], set[str]]:
     if not classes:
         raise DataError(classes_path, "lists no class")
     return mapping, classes
+
+
+def depth_bin_form(path: Path) -> str:
+    """Which of the two ``depth.bin`` encodings of the toolkit's extractor ``path`` looks like (from its
+    first bytes): one raw-deflate stream of float32 metres, or per frame a 4-byte little-endian size and a
+    block, lz4 of uint16 mm (zlib of float32 metres as the fallback)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    for start, form in ((0, "one zlib stream"), (4, "per-frame zlib blocks")):  # whole file, first frame
+        try:
+            zlib.decompressobj(-zlib.MAX_WBITS).decompress(head[start:], 4)
+            return f"{form} of float32 metres"
+        except zlib.error:
+            continue
+    return ("per-frame lz4 blocks of uint16 mm: decoding them needs the lz4 package, not a featurizer "
+            "dependency")
 
 
 class DslrFrameSource:
@@ -439,7 +456,8 @@ class ScanNetPPReader(SceneReader):
         """Why a frame folder is missing and what makes it."""
         raw = RAW_IPHONE.get(sub)
         if raw is not None and (d / raw).is_file():
-            return (f"frame folder not found, but {raw} is: extract it with the ScanNet++ toolkit "
+            form = f" ({depth_bin_form(d / raw)})" if raw.endswith(".bin") else ""
+            return (f"frame folder not found, but {raw} is{form}: extract it with the ScanNet++ toolkit "
                     f"({PREPARE_IPHONE})")
         if self.frames == "dslr" and sub == self.dslr_depth:
             return ("rendered DSLR depth folder not found (dataset.dslr_depth): uint16 mm PNGs named as the "
