@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import featurizer.dataset.scannetpp as spp
 from featurizer.dataset.render import render_mesh
@@ -443,21 +444,45 @@ def _lz4_literal_block(data: bytes) -> bytes:
     return bytes([0xF0]) + b"\xff" * (n // 255) + bytes([n % 255]) + data
 
 
-def test_undecoded_depth_bin_is_named_with_its_encoding(copy):
+def test_depth_bin_is_decoded_in_its_zlib_forms_and_the_lz4_form_is_named(copy, spp_root):
+    """Without iphone/depth/, the frames' depth comes from iphone/depth.bin: its two zlib forms (float32
+    metres: one stream, or per-frame blocks) decoded as the toolkit's extractor decodes them; its lz4 form
+    is named, with what decoding it needs."""
     import zlib
 
+    _, model, truth = spp_root
     root, d = copy
+    extracted = ScanNetPPReader(str(root)).load(SID)
+    pngs = {f.number: np.asarray(Image.open(f.depth_path)) for f in extracted.frames}
+    wanted = [f.read() for f in extracted.frames]
     shutil.rmtree(d / "iphone" / "depth")
     path = d / "iphone" / "depth.bin"
-    depth = np.full((2, 192, 256), 1.5, np.float32)  # the older form: one raw-deflate stream, float32 m
+    metres = np.zeros((max(pngs) + 5, DEPTH[1], DEPTH[0]), np.float32)  # every frame of the video
+    for k, mm in pngs.items():
+        metres[k] = mm / np.float32(1000.0)
     deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-    path.write_bytes(deflate.compress(depth.tobytes()) + deflate.flush())
-    reader = ScanNetPPReader(str(root))
-    with pytest.raises(DataError, match=r"but iphone/depth.bin is \(one zlib stream of float32 metres\): "
-                                        r"extract it .*prepare_iphone_data") as e:
+    blocks = []
+    for frame in metres:
+        one = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        block = one.compress(frame.tobytes()) + one.flush()
+        blocks.append(len(block).to_bytes(4, "little") + block)
+    for data in (deflate.compress(metres.tobytes()) + deflate.flush(), b"".join(blocks)):
+        path.write_bytes(data)
+        reader = ScanNetPPReader(str(root))
         reader.check()
-    assert e.value.path == d / "iphone" / "depth"
-    block = _lz4_literal_block(np.full((192, 256), 1500, np.uint16).tobytes())  # the per-frame form
+        assert path in reader.input_files(SID)
+        scene = reader.load(SID)
+        assert [f.number for f in scene.frames] == [f.number for f in extracted.frames]
+        for frame, done, (want_color, want_depth) in zip(scene.frames, extracted.frames, wanted):
+            assert frame.image_size == done.image_size
+            np.testing.assert_array_equal(frame.intrinsics, done.intrinsics)
+            color, depth = read_frame_checked(pickle.loads(pickle.dumps(frame)))[:2]
+            np.testing.assert_array_equal(color, want_color)
+            np.testing.assert_allclose(depth, want_depth, atol=1.01e-3)  # the extractor truncates to mm
+        assert _passes(_object_hits(scene, model, truth, model.k_image, DEPTH))
+    block = _lz4_literal_block(np.full((192, 256), 1500, np.uint16).tobytes())  # the newer per-frame form
     path.write_bytes(b"".join(len(block).to_bytes(4, "little") + block for _ in range(2)))
-    with pytest.raises(DataError, match="per-frame lz4 blocks of uint16 mm: decoding them needs the lz4"):
-        reader.check()
+    with pytest.raises(DataError, match=r"but iphone/depth.bin is \(per-frame lz4 blocks of uint16 mm: "
+                                        r"decoding them needs the lz4 package.*prepare_iphone_data") as e:
+        ScanNetPPReader(str(root)).check()
+    assert e.value.path == d / "iphone" / "depth"

@@ -40,6 +40,10 @@ Conventions converted here:
 - Images: the depth size decides the frame size (native 256x192 for ``frames=iphone``); the colour is
   resized to it (bilinear, as ScanNet's colour), depth / 1000 = metres, 0 = invalid.
   Posed frames without a colour or depth image are skipped with a note.
+- Raw iPhone data: without ``iphone/depth/``, ``iphone/depth.bin`` in its zlib forms (float32 metres, one
+  stream or per-frame blocks) is decoded with the standard library as the toolkit's extractor decodes it;
+  its lz4 form (uint16 mm) needs the lz4 package: the check names the file and the toolkit's command, as
+  for an unextracted ``rgb.mkv`` (the colour needs ffmpeg).
 - Instances: ``segGroups`` in list order, instance i = segGroups[i] (the toolkit's instance id; its
   ``objectId`` is kept as ``gt_object_id``). Groups overlap in ScanNet++ (a part inside its whole):
   every group keeps all of its vertices, so a vertex may belong to several instances. Labels are the
@@ -85,6 +89,7 @@ RAW_IPHONE = {RGB: "iphone/rgb.mkv", "iphone/depth": "iphone/depth.bin"}  # what
 PREPARE_IPHONE = "python -m iphone.prepare_iphone_data iphone/configs/prepare_iphone_data.yml"
 SPLIT_FILES = {"train": "nvs_sem_train", "val": "nvs_sem_val", "test": "sem_test"}
 DEPTH_SCALE = 1000.0  # uint16 millimetres
+DEPTH_BIN_SIZE = (256, 192)  # (width, height) of the iPhone's depth.bin frames
 PINHOLE_PARAMS = {  # COLMAP model -> indices of fx, fy, cx, cy in its params (distortion ignored)
     "PINHOLE": (0, 1, 2, 3), "OPENCV": (0, 1, 2, 3), "FULL_OPENCV": (0, 1, 2, 3),
     "SIMPLE_PINHOLE": (0, 0, 1, 2), "SIMPLE_RADIAL": (0, 0, 1, 2), "RADIAL": (0, 0, 1, 2),
@@ -225,31 +230,86 @@ def read_benchmark(root: Path) -> tuple[dict[str, str | None], set[str]]:
 
 def depth_bin_form(path: Path) -> str:
     """Which of the two ``depth.bin`` encodings of the toolkit's extractor ``path`` looks like (from its
-    first bytes): one raw-deflate stream of float32 metres, or per frame a 4-byte little-endian size and a
-    block, lz4 of uint16 mm (zlib of float32 metres as the fallback)."""
+    first bytes): per frame a 4-byte little-endian size and a block (lz4 of uint16 mm, or zlib of float32
+    metres as the fallback), or one raw-deflate stream of float32 metres."""
+    frame_bytes = DEPTH_BIN_SIZE[0] * DEPTH_BIN_SIZE[1] * 4
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    for start, form in ((0, "one zlib stream"), (4, "per-frame zlib blocks")):  # whole file, first frame
-        try:
-            zlib.decompressobj(-zlib.MAX_WBITS).decompress(head[start:], 4)
-            return f"{form} of float32 metres"
-        except zlib.error:
-            continue
-    return ("per-frame lz4 blocks of uint16 mm: decoding them needs the lz4 package, not a featurizer "
-            "dependency")
+        head = f.read(frame_bytes + 4)
+    block = head[4: 4 + int.from_bytes(head[:4], "little")]
+    try:  # a first block that inflates to exactly one float32 frame
+        if len(zlib.decompress(block, wbits=-zlib.MAX_WBITS)) == frame_bytes:
+            return "per-frame zlib blocks of float32 metres"
+    except zlib.error:
+        pass
+    try:  # the whole file one stream: its first bytes inflate
+        zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, frame_bytes)
+        return "one zlib stream of float32 metres"
+    except zlib.error:
+        return ("per-frame lz4 blocks of uint16 mm: decoding them needs the lz4 package, not a featurizer "
+                "dependency")
 
 
-class DslrFrameSource:
-    """A picklable ``Frame.source``: a DSLR frame's colour (resized to the depth size, as
-    :meth:`Frame.read`) and rendered depth in metres, :data:`DSLR_INVALID` values set to 0."""
+def read_depth_bin(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """``{frame number: (192, 256) uint16 mm}`` of the frames ``wanted`` of an iPhone ``depth.bin`` in a zlib
+    form (float32 metres, converted as the toolkit's extractor converts them, ``(depth * 1000)`` truncated to
+    uint16; non-finite or negative values 0), with the standard library. Frames past the end are absent.
+    DataError for the lz4 form and for bytes that do not decode."""
+    (width, height), form = DEPTH_BIN_SIZE, depth_bin_form(path)
+    frame_bytes, last, out = width * height * 4, max(wanted, default=-1), {}
 
-    def __init__(self, color_path: Path, depth_path: Path):
-        self.color_path, self.path = Path(color_path), Path(depth_path)
+    def keep(k: int, data: bytes) -> None:
+        if k in wanted:
+            mm = np.frombuffer(data, dtype=np.float32).reshape(height, width) * np.float32(1000.0)
+            mm[~np.isfinite(mm) | (mm < 0)] = 0
+            out[k] = np.minimum(mm, 65535).astype(np.uint16)
+
+    if "zlib" not in form:
+        raise DataError(path, form)
+    try:
+        with open(path, "rb") as f:
+            k = 0
+            if form.startswith("one zlib stream"):
+                stream, buf = zlib.decompressobj(-zlib.MAX_WBITS), bytearray()
+                while k <= last and (chunk := f.read(1 << 22)):
+                    buf += stream.decompress(chunk)
+                    while len(buf) >= frame_bytes and k <= last:
+                        keep(k, bytes(buf[:frame_bytes]))
+                        del buf[:frame_bytes]
+                        k += 1
+            else:  # per frame: a 4-byte little-endian size, then the block
+                while k <= last and len(head := f.read(4)) == 4:
+                    size = int.from_bytes(head, "little")
+                    if k in wanted:
+                        keep(k, zlib.decompress(f.read(size), wbits=-zlib.MAX_WBITS))
+                    else:
+                        f.seek(size, 1)
+                    k += 1
+    except (zlib.error, ValueError) as e:
+        raise DataError(path, f"does not decode as {form}: {e}") from None
+    return out
+
+
+class ScanNetPPFrameSource:
+    """A picklable ``Frame.source`` for the frames :meth:`Frame.read` cannot read alone: the colour file
+    resized to the frame size (bilinear, as there) and the depth in metres, from a PNG whose
+    :data:`DSLR_INVALID` values are no depth (the DSLR's rendered depth), or from a (H, W) uint16 mm array
+    decoded from ``depth.bin`` (iPhone frames not extracted)."""
+
+    def __init__(self, color_path: Path, depth: Path | np.ndarray):
+        self.color_path, self.depth = Path(color_path), depth
+        self.path = depth if isinstance(depth, Path) else self.color_path  # the file frames.py checks first
 
     def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        files = dataclasses.replace(frame, source=None, color_path=self.color_path, depth_path=self.path,
-                                    depth_scale=1.0)
-        color, raw = files.read()
+        if isinstance(self.depth, Path):
+            files = dataclasses.replace(frame, source=None, color_path=self.color_path, depth_path=self.depth,
+                                        depth_scale=1.0)
+            color, raw = files.read()
+        else:
+            from PIL import Image
+
+            with Image.open(self.color_path) as im:
+                color = np.asarray(im.convert("RGB").resize(frame.image_size, Image.BILINEAR), dtype=np.uint8)
+            raw = self.depth.astype(np.float32)
         raw[np.isin(raw, DSLR_INVALID)] = 0.0
         return color, raw / np.float32(frame.depth_scale)
 
@@ -348,6 +408,7 @@ class ScanNetPPReader(SceneReader):
             files += [d / intrinsics, d / images]
             for sub, ext in ((color_dir, ".jpg"), (depth_dir, ".png")):
                 files += sorted(_frame_files(d / sub, ext, name).values())
+            files += [path for path in [self._depth_bin(d)] if path is not None]
         return files
 
     def gt_object_count(self, scene_id: str) -> int:
@@ -448,9 +509,17 @@ class ScanNetPPReader(SceneReader):
         if unknown:
             raise DataError(d / images, f"camera id(s) {_shown(unknown)} are not in {Path(intrinsics).name}")
         for sub in (color_dir, depth_dir):
-            if not (d / sub).is_dir():
+            if not (d / sub).is_dir() and not (sub == depth_dir and self._depth_bin(d)):
                 raise DataError(d / sub, self._missing_folder(d, sub))
         return cameras, posed
+
+    def _depth_bin(self, d: Path) -> Path | None:
+        """``iphone/depth.bin`` where it stands in for a missing ``iphone/depth/`` (frames=iphone, a zlib form
+        the standard library decodes), else None."""
+        path = d / RAW_IPHONE[DEPTH_DIRS["iphone"]]
+        if self.frames != "iphone" or (d / DEPTH_DIRS["iphone"]).is_dir() or not path.is_file():
+            return None
+        return path if "zlib" in depth_bin_form(path) else None
 
     def _missing_folder(self, d: Path, sub: str) -> str:
         """Why a frame folder is missing and what makes it."""
@@ -491,7 +560,9 @@ class ScanNetPPReader(SceneReader):
         """The posed frames with both images, every ``frame_stride``-th; colour resized to the depth size."""
         cameras, posed = self._frame_sources(d)
         images, _, color_dir, depth_dir, name = self._layout()
-        colors, depths = _frame_files(d / color_dir, ".jpg", name), _frame_files(d / depth_dir, ".png", name)
+        colors, bin_path = _frame_files(d / color_dir, ".jpg", name), self._depth_bin(d)
+        # depth.bin holds a depth for every frame of the video
+        depths = _frame_files(d / depth_dir, ".png", name) if bin_path is None else dict.fromkeys(colors)
         notes = []
         incomplete = sorted(k for k in posed if k not in colors or k not in depths)
         if incomplete:
@@ -502,7 +573,16 @@ class ScanNetPPReader(SceneReader):
             notes.append(f"skipped {len(unposed)} depth image(s) without a COLMAP pose in {images}: "
                          f"{_shown(unposed, 10)}")
         ks = sorted(k for k in posed if k in colors and k in depths)[:: self.frame_stride][: self.max_frames]
-        size = _frame_size([depths[k] for k in ks], {}) if ks else None
+        if bin_path is not None:
+            depths = read_depth_bin(bin_path, set(ks))
+            short = [k for k in ks if k not in depths]
+            if short:
+                notes.append(f"skipped {len(short)} posed frame(s) past the end of {bin_path}: "
+                             f"{_shown(short, 10)}")
+            ks = [k for k in ks if k in depths]
+            size = DEPTH_BIN_SIZE if ks else None
+        else:
+            size = _frame_size([depths[k] for k in ks], {}) if ks else None
         if size is None:
             notes.append(f"no posed frame with readable images in {d / Path(depth_dir).parent}")
             return [], notes
@@ -513,7 +593,8 @@ class ScanNetPPReader(SceneReader):
             sx, sy = size[0] / w, size[1] / h  # pixel centres at integer coordinates: x -> (x + 0.5) s - 0.5
             k_mat = np.array([[k_cam[0, 0] * sx, 0.0, (k_cam[0, 2] + 0.5) * sx - 0.5],
                               [0.0, k_cam[1, 1] * sy, (k_cam[1, 2] + 0.5) * sy - 0.5], [0.0, 0.0, 1.0]])
-            files = ({"source": DslrFrameSource(colors[k], depths[k])} if self.frames == "dslr"
+            own = self.frames == "dslr" or bin_path is not None  # 65535 misses, or depth from depth.bin
+            files = ({"source": ScanNetPPFrameSource(colors[k], depths[k])} if own
                      else {"color_path": colors[k], "depth_path": depths[k]})
             frames.append(Frame(number=k, pose=pose, intrinsics=k_mat, image_size=size,
                                 depth_scale=DEPTH_SCALE, **files))
