@@ -9,22 +9,46 @@ poses as COLMAP world-to-camera quaternions in ``iphone/colmap/images.txt`` (nam
 pose (``images.txt`` covers a subset); ``segments.json`` + ``segments_anno.json`` with one extra
 segGroup overlapping two objects (a part-whole pair as ScanNet++ annotates them); optionally the
 toolkit's ``render_depth`` at the colour size.
+
+Optionally (``dslr=True``) DSLR frames as an undistorted download with a rendered depth holds them: its
+own views (each iPhone view turned up by :data:`DSLR_TILT_DEG` and moved :data:`DSLR_SHIFT` sideways: the
+top rows see over the walls of the ceiling-less room, so the depth has misses), a wider pinhole camera
+with cx, cy at W/2, H/2 (nerfstudio's and COLMAP's +0.5 pixel centres) as the official undistortion
+forces, ``dslr/colmap/images.txt`` (names ``DSC0xxxx.JPG``) with its own fisheye ``cameras.txt``,
+``nerfstudio/transforms.json`` (fisheye) and ``transforms_undistorted.json`` (PINHOLE) whose
+``transform_matrix`` is in the nerfstudio world frame (OpenGL camera axes, world rows 0 and 1 swapped,
+row 2 negated, as the toolkit writes it), colour jpgs at :data:`DSLR_COLOR_SIZE` and the depth rendered
+at :data:`DSLR_DEPTH_SIZE` in uint16 mm with misses written as 65535 (as Pointcept writes them); one
+posed image has no depth and one depth image has no pose. Optionally (``benchmark=True``) the
+benchmark's ``metadata/semantic_benchmark`` files (:func:`write_benchmark`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from featurizer.dataset.render import render_mesh
-from featurizer.dataset.scannetpp import ANNO, CAMERAS, DEPTH_DIRS, IMAGES, MESH, RGB, SEGMENTS, SPLIT_FILES
+from featurizer.dataset.scannetpp import (ANNO, BENCHMARK_CLASSES, BENCHMARK_MAP, CAMERAS, DEPTH_DIRS,
+                                          DSLR_IMAGES_TXT, DSLR_TRANSFORMS, IMAGES, MESH, RGB, SEGMENTS,
+                                          SPLIT_FILES)
+from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.layout import JPEG_QUALITY, write_ply
 from featurizer.dataset.synthetic.scene import SceneModel
 
 OVERLAP_LABEL = "furniture set"  # the extra segGroup: the union of the first two objects
+DSLR_COLOR_SIZE = (384, 256)  # ScanNet++'s undistorted DSLR aspect (1752x1168), smaller
+DSLR_DEPTH_SIZE = (192, 128)  # the rendered depth: half the colour size
+DSLR_FOCAL = 0.55  # fx = fy = DSLR_FOCAL * width: wider than the iPhone's (about 0.9 width)
+DSLR_TILT_DEG, DSLR_SHIFT = 10.0, 0.05  # a DSLR view: the iPhone's turned up, moved along camera x (m)
+DSLR_FIRST = 1000  # DSC01000.JPG is the first DSLR image
+DSLR_COLOR, DSLR_DEPTH = "dslr/resized_undistorted_images", "dslr/render_depth"
+DSLR_MISS = 65535  # rendered DSLR depth where the ray hits nothing
 
 
 def rotation_quaternion(r: np.ndarray) -> np.ndarray:
@@ -68,13 +92,16 @@ def ground_truth(model: SceneModel) -> list[dict]:
 
 
 def write_scene(root: Path, scene_id: str, model: SceneModel, depth_size: tuple[int, int],
-                color_size: tuple[int, int], render_depth: bool = False) -> dict:
+                color_size: tuple[int, int], render_depth: bool = False, dslr: bool = False,
+                benchmark: bool = False) -> dict:
     """Write ``model`` as ``<root>/data/<scene_id>/`` in the ScanNet++ layout.
 
     depth_size: the model's image size (that of ``model.k_image``), the depth pngs' size; the colour
     jpgs have ``color_size`` (and the ``render_depth`` pngs too, when asked). Returns ``groups``
     (:func:`ground_truth`), ``poses`` (the aligned-frame camera-to-world of ``model.frame_ids``),
-    ``vertices`` (V, 3) float32 as written, ``k_color`` (3, 3) at ``color_size`` and ``scene_dir``.
+    ``vertices`` (V, 3) float32 as written, ``k_color`` (3, 3) at ``color_size`` and ``scene_dir``;
+    with ``dslr`` also ``dslr`` (:func:`write_dslr`), with ``benchmark`` also ``benchmark``
+    (:func:`write_benchmark`, written under ``root``).
     """
     d = Path(root) / "data" / scene_id
     subs = ("scans", "iphone/colmap", RGB, DEPTH_DIRS["iphone"]) + ((DEPTH_DIRS["render"],) * render_depth)
@@ -122,7 +149,100 @@ def write_scene(root: Path, scene_id: str, model: SceneModel, depth_size: tuple[
     shutil.copy(d / RGB / f"frame_{first:06d}.jpg", d / RGB / f"frame_{first + 1:06d}.jpg")
     shutil.copy(d / DEPTH_DIRS["iphone"] / f"frame_{first:06d}.png",
                 d / DEPTH_DIRS["iphone"] / f"frame_{first + 1:06d}.png")
-    return {"groups": groups, "poses": poses, "vertices": vertices, "k_color": k_color, "scene_dir": d}
+    out = {"groups": groups, "poses": poses, "vertices": vertices, "k_color": k_color, "scene_dir": d}
+    if dslr:
+        out["dslr"] = write_dslr(d, model, vertices, poses)
+    if benchmark:
+        out["benchmark"] = write_benchmark(root, groups)
+    return out
+
+
+def nerfstudio_transform(c2w: np.ndarray) -> np.ndarray:
+    """(4, 4) ``transform_matrix`` of a DSLR ``transforms.json`` for the COLMAP camera-to-world ``c2w`` (mesh
+    frame, OpenCV axes), as the toolkit writes it: OpenGL camera axes (columns 1 and 2 negated), then
+    nerfstudio's world (rows 0 and 1 swapped, row 2 negated). Not in the mesh frame."""
+    m = np.asarray(c2w, dtype=np.float64) @ np.diag([1.0, -1.0, -1.0, 1.0])
+    m = m[[1, 0, 2, 3]]
+    m[2] *= -1.0
+    return m
+
+
+def write_dslr(d: Path, model: SceneModel, vertices: np.ndarray, iphone_poses: list[np.ndarray]) -> dict:
+    """The DSLR frames of one view per iPhone view under ``d / "dslr"`` (see the module docstring).
+
+    Returns ``poses`` (the aligned-frame camera-to-world of the frames with depth), ``numbers`` (their
+    DSC numbers), ``k_color`` (3, 3) at :data:`DSLR_COLOR_SIZE` and ``k_depth`` at :data:`DSLR_DEPTH_SIZE`
+    (featurizer's pixel centres), ``no_depth`` (the posed image without depth) and ``no_pose`` (the
+    depth image without a pose)."""
+    from PIL import Image
+
+    (w, h), (dw, dh) = DSLR_COLOR_SIZE, DSLR_DEPTH_SIZE
+    f = DSLR_FOCAL * w
+    k_color = np.array([[f, 0.0, w / 2 - 0.5], [0.0, f, h / 2 - 0.5], [0.0, 0.0, 1.0]])
+    k_depth = scaled_intrinsics(k_color, dw / w, dh / h)
+    a = math.radians(DSLR_TILT_DEG)  # about camera x: forward (+z) turns towards -y, up in OpenCV axes
+    offset = np.array([[1, 0, 0, DSLR_SHIFT], [0, math.cos(a), -math.sin(a), 0],
+                       [0, math.sin(a), math.cos(a), 0], [0, 0, 0, 1.0]])
+    poses = [p @ offset for p in iphone_poses]
+    numbers = [DSLR_FIRST + i for i in range(len(poses))]
+    no_depth, no_pose = numbers[-1] + 1, numbers[-1] + 2
+    for sub in ("colmap", "nerfstudio", DSLR_COLOR[5:], DSLR_DEPTH[5:]):
+        (d / "dslr" / sub).mkdir(parents=True, exist_ok=True)
+    mesh = (vertices, model.faces, model.colors)
+    for n, pose in zip(numbers, poses):
+        color, _ = render_mesh(*mesh, pose, k_color, w, h)
+        Image.fromarray(color).save(d / DSLR_COLOR / f"DSC{n:05d}.JPG", quality=JPEG_QUALITY)
+        _, depth = render_mesh(*mesh, pose, k_depth, dw, dh)
+        mm = _mm(depth)
+        mm[depth <= 0] = DSLR_MISS
+        Image.fromarray(mm).save(d / DSLR_DEPTH / f"DSC{n:05d}.png")
+    shutil.copy(d / DSLR_COLOR / f"DSC{numbers[0]:05d}.JPG", d / DSLR_COLOR / f"DSC{no_depth:05d}.JPG")
+    shutil.copy(d / DSLR_DEPTH / f"DSC{numbers[0]:05d}.png", d / DSLR_DEPTH / f"DSC{no_pose:05d}.png")
+
+    named = list(zip(numbers + [no_depth], poses + [poses[0]]))
+    (d / "dslr" / "colmap" / "cameras.txt").write_text(  # the fisheye camera the reader must not use
+        f"# Camera list with one line of data per camera:\n1 OPENCV_FISHEYE {w} {h} {0.6 * w:.6f} "
+        f"{0.6 * w:.6f} {w / 2 + 3.25:.6f} {h / 2 - 2.5:.6f} 0.05 -0.02 0.004 -0.001\n")
+    lines = ["# Image list with two lines of data per image:",
+             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME"]
+    for i, (n, pose) in enumerate(named):
+        w2c = np.linalg.inv(pose)
+        numbers_txt = (f"{x:.17g}" for x in (*rotation_quaternion(w2c[:3, :3]), *w2c[:3, 3]))
+        lines += [" ".join([str(i + 1), *numbers_txt, "1", f"DSC{n:05d}.JPG"]), ""]
+    (d / DSLR_IMAGES_TXT).write_text("\n".join(lines) + "\n")
+    frames = [{"file_path": f"DSC{n:05d}.JPG", "mask_path": f"DSC{n:05d}.png",
+               "transform_matrix": nerfstudio_transform(pose).tolist()} for n, pose in named]
+    fisheye = {"camera_model": "OPENCV_FISHEYE", "fl_x": 0.6 * w, "fl_y": 0.6 * w, "cx": w / 2 + 3.25,
+               "cy": h / 2 - 2.5, "w": w, "h": h, "k1": 0.05, "k2": -0.02, "k3": 0.004, "k4": -0.001,
+               "frames": frames[:-1], "test_frames": frames[-1:]}
+    undistorted = dict(fisheye, camera_model="PINHOLE", fl_x=k_color[0, 0], fl_y=k_color[1, 1], cx=w / 2,
+                       cy=h / 2, k1=0.0, k2=0.0, k3=0.0, k4=0.0)
+    (d / "dslr" / "nerfstudio" / "transforms.json").write_text(json.dumps(fisheye, indent=1))
+    (d / DSLR_TRANSFORMS).write_text(json.dumps(undistorted, indent=1))
+    return {"poses": poses, "numbers": numbers, "k_color": k_color, "k_depth": k_depth,
+            "no_depth": no_depth, "no_pose": no_pose}
+
+
+def write_benchmark(root: Path, groups: list[dict]) -> list[tuple[int, str]]:
+    """``<root>/metadata/semantic_benchmark/map_benchmark.csv`` and ``top100_instance.txt`` for the raw
+    labels of ``groups``; returns the (segGroup index, class) the benchmark keeps, in order.
+
+    The map sends each furniture raw label to its ScanNet category where they differ ("office chair" ->
+    "chair"; empty ``instance_map_to`` where equal: kept as is), the overlapping group to "None"
+    (dropped), "wall" to itself (empty) and lists no "floor" (absent: kept as is); the class list holds
+    the furniture classes only, so walls and floor are dropped there, as the real top100_instance drops
+    them."""
+    folder = Path(root) / Path(BENCHMARK_MAP).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    furniture = {g["raw_label"]: RAW_LABELS[g["raw_label"]][0] for g in groups
+                 if g["raw_label"] in RAW_LABELS and g["raw_label"] not in ("wall", "floor")}
+    rows = [["class", "semantic_map_to", "instance_map_to"], ["ceiling light", "lamp", "lamp"],
+            ["wall", "", ""], [OVERLAP_LABEL, "None", "None"]]
+    rows += [[raw, cls if cls != raw else "", cls if cls != raw else ""] for raw, cls in furniture.items()]
+    with open(Path(root) / BENCHMARK_MAP, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    (Path(root) / BENCHMARK_CLASSES).write_text("\n".join(sorted(set(furniture.values()))) + "\n")
+    return [(i, furniture[g["raw_label"]]) for i, g in enumerate(groups) if g["raw_label"] in furniture]
 
 
 def _mm(depth: np.ndarray) -> np.ndarray:
