@@ -12,6 +12,7 @@ from plyfile import PlyData
 from featurizer.dataset import label_sets as L
 from featurizer.dataset.labels import TSV_NAME, read_label_table
 from featurizer.dataset.rscan import LABELS_PLY, RScanReader
+from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.generate import generate_dataset
 from featurizer.dataset.synthetic.layout_rscan import RSCAN_CLASSES, write_scan
@@ -68,12 +69,19 @@ def test_synthetic_tsv_ids_are_scannet200_ids_and_categories_name_alike(tmp_path
 
 
 # ------------------------------------------------------------------ Mask3D exports
-def test_demo_export_names_alike_with_scannet200_and_tsv(tmp_path):
-    """The synthetic Mask3D export is a ScanNet200 export: scannet200 (no tsv needed) and tsv give the same
-    labels, the GT categories; scannet20 reads its ids as NYU40 ids and refuses one that is not."""
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A small synthetic ScanNet-layout dataset with its Mask3D export (as the demo writes them)."""
+    root = tmp_path_factory.mktemp("demo")
     generate_dataset(root, 2, 1, seed=3, image_size=(64, 48), num_objects=8)
     write_mask3d_export(root, root / "mask3d_export")
+    return root
+
+
+def test_demo_export_names_alike_with_scannet200_and_tsv(demo):
+    """The synthetic Mask3D export is a ScanNet200 export: scannet200 (no tsv needed) and tsv give the same
+    labels, the GT categories; scannet20 reads its ids as NYU40 ids and refuses one that is not."""
+    root = demo
     outside = []
     for scene in read_scenes(root):
         sid, splits = scene.scene_id, ["train", "val"]
@@ -93,6 +101,35 @@ def test_demo_export_names_alike_with_scannet200_and_tsv(tmp_path):
             with pytest.raises(DataError, match=r"line \d+: class id \d+ is not a ScanNet \(20\) class id"):
                 seg.predict(scene)
     assert any(outside)
+
+
+def test_scannet_reader_labels_category_nyu40_scannet200(demo, tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(demo, tmp_path / "d", ignore=shutil.ignore_patterns("mask3d_export"))
+    root = tmp_path / "d"
+    sid = "scene0000_00"
+    agg = root / "scans" / sid / f"{sid}.aggregation.json"
+    raw = [g["label"] for g in json.loads(agg.read_text())["segGroups"]]
+    by_mode = {m: ScanNetReader(str(root), scenes=[sid], frames="none", labels=m).load(sid).instances
+               for m in ("category", "nyu40", "scannet200")}
+    assert [i.label for i in by_mode["category"]] == [RAW_LABELS[r][0] for r in raw]
+    assert [i.label for i in by_mode["nyu40"]] == [L.NYU40[RAW_LABELS[r][1]] for r in raw]
+    assert [i.label for i in by_mode["scannet200"]] == raw  # the synthetic raw labels are ScanNet200 names
+    assert "couch" not in raw or "sofa" in [i.label for i in by_mode["nyu40"]]
+    # a raw label the tsv does not list: kept under its raw name as a category, left out of the sets
+    data = json.loads(agg.read_text())
+    data["segGroups"][0]["label"] = "hovercraft"
+    agg.write_text(json.dumps(data))
+    for mode in ("nyu40", "scannet200"):
+        with pytest.warns(UserWarning, match=f"labels={mode}: left out 1 instance.*'hovercraft'"):
+            scene = ScanNetReader(str(root), scenes=[sid], frames="none", labels=mode).load(sid)
+        assert [i.gt_object_id for i in scene.instances] == [i.gt_object_id for i in by_mode[mode][1:]]
+    scene = ScanNetReader(str(root), scenes=[sid], frames="none").load(sid)
+    assert scene.instances[0].label == "hovercraft" and len(scene.instances) == len(raw)
+    with pytest.raises(ConfigError, match="dataset.labels"):
+        ScanNetReader(str(root), scenes=[sid], frames="none", labels="rio27")
 
 
 def _write_export(folder: Path, scene_id: str, preds: list[tuple[int, float, np.ndarray]], n: int) -> Path:
