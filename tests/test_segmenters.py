@@ -74,7 +74,7 @@ def test_labels_tsv_maps_column0_to_column2(tmp_path):
 def test_mask3d_instances_sorted_thresholded_truncated(tmp_path):
     write_mask3d_export(tmp_path)
     seg = Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=str(tmp_path / "scannetv2-labels.combined.tsv"),
-                       score_threshold=0.3, max_instances=3)
+                       label_set="tsv", score_threshold=0.3, max_instances=3)
     scene = make_scene()
     with pytest.warns(UserWarning, match="empty mask"):
         seg.segment(scene)
@@ -91,7 +91,7 @@ def test_mask3d_instances_sorted_thresholded_truncated(tmp_path):
 def test_mask3d_all_instances_and_labels_dir(tmp_path):
     write_mask3d_export(tmp_path)
     # labels_tsv may name the folder holding the tsv (the YAML passes the dataset root)
-    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), max_instances=None)
+    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv", max_instances=None)
     with pytest.warns(UserWarning):
         instances = seg.predict(make_scene())
     expected = sorted(MASK3D_PREDS, key=lambda p: -p[1])
@@ -106,16 +106,16 @@ def test_mask3d_labels_tsv_fallback_to_root_parent(tmp_path):
     root = tmp_path / "mask3d"
     write_mask3d_export(root)
     (root / "scannetv2-labels.combined.tsv").rename(tmp_path / "scannetv2-labels.combined.tsv")
-    seg = Mask3DExport(str(root), labels_tsv=None, max_instances=2)
+    seg = Mask3DExport(str(root), labels_tsv=None, label_set="tsv", max_instances=2)
     assert seg.labels_path() == tmp_path / "scannetv2-labels.combined.tsv"
     (tmp_path / "scannetv2-labels.combined.tsv").unlink()
     with pytest.raises(ConfigError, match="labels_tsv"):
-        Mask3DExport(str(root), labels_tsv=None).check([SCENE])
+        Mask3DExport(str(root), labels_tsv=None, label_set="tsv").check([SCENE])
 
 
 def test_mask3d_wrong_line_count_names_mask_file(tmp_path):
     out = write_mask3d_export(tmp_path, n=N)
-    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path))
+    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv")
     with pytest.raises(DataError) as err:
         seg.predict(make_scene(n=N + 7))
     assert err.value.path == out / "pred_mask" / f"{SCENE}_1.txt"  # the top-scored mask is read first
@@ -124,15 +124,15 @@ def test_mask3d_wrong_line_count_names_mask_file(tmp_path):
 
 def test_mask3d_unknown_class_id_names_txt(tmp_path):
     out = write_mask3d_export(tmp_path, preds=MASK3D_PREDS + [(99, 0.2, np.arange(3))])
-    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path))
-    with pytest.raises(DataError, match="unknown class id 99") as err:
+    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv")
+    with pytest.raises(DataError, match="line 6: class id 99 is not in") as err:
         seg.predict(make_scene())
     assert err.value.path == out / f"{SCENE}.txt"
 
 
 def test_mask3d_check_missing_scene_txt(tmp_path):
     out = write_mask3d_export(tmp_path)
-    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path))
+    seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv")
     seg.check([SCENE])  # present: no error
     with pytest.raises(DataError, match="scene0999_00") as err:
         seg.check([SCENE, "scene0999_00"])
@@ -146,7 +146,7 @@ def test_mask3d_malformed_mask_value(tmp_path):
     lines[3] = "x"
     mask.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError) as err:
-        Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path)).predict(make_scene())
+        Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv").predict(make_scene())
     assert err.value.path == mask
 
 

@@ -19,11 +19,13 @@ TSV_NAME = "scannetv2-labels.combined.tsv"
 @dataclass
 class LabelTable:
     """The parsed tsv. ``raw_to_category``: raw label -> category; ``id_to_category``: id -> category;
+    ``raw_to_id``: raw label -> id (a ScanNet200 id where the label is a ScanNet200 class);
     ``raw_to_nyu40``: raw label -> nyu40 id (when the column is present and numeric)."""
 
     path: Path
     raw_to_category: dict[str, str] = field(default_factory=dict)
     id_to_category: dict[int, str] = field(default_factory=dict)
+    raw_to_id: dict[str, int] = field(default_factory=dict)
     raw_to_nyu40: dict[str, int] = field(default_factory=dict)
 
     def category(self, raw_label: str) -> str:
@@ -60,6 +62,7 @@ def read_label_table(path: str | Path) -> LabelTable:
             table.raw_to_category.setdefault(raw, cat)
             try:
                 table.id_to_category.setdefault(int(row[i_id]), cat)
+                table.raw_to_id.setdefault(raw, int(row[i_id]))
             except ValueError:
                 raise DataError(path, f"line {line}: id {row[i_id]!r} is not an integer") from None
             if i_nyu is not None and len(row) > i_nyu:

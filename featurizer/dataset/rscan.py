@@ -20,7 +20,11 @@ Conventions converted here:
   OBJ's per-vertex colours (``v x y z r g b``) when present. The labels PLY's colours are never used.
 - ``axis_align`` is identity: the OBJ is already gravity-aligned (+Z up), in the frame of the poses.
 - instances: one per segGroup, in file order, the vertices whose ``objectId`` is the group's; the
-  instance label is the group's raw 3RScan label.
+  instance label is the group's raw 3RScan label (``labels=raw``), or its class in one of the benchmark
+  label sets the labels PLY stores per vertex (``labels=nyu40|eigen13|rio27``: the PLY's ``NYU40``,
+  ``Eigen13`` or ``RIO27`` column, the most frequent value over the instance's vertices, named by
+  :mod:`featurizer.dataset.label_sets`); an instance whose class is 0 (3RScan's "-", not in the set) is
+  left out, with a note.
 - frames are used in their stored orientation (the sensor's landscape images, whose content looks
   rotated by 90 degrees): the depth intrinsics of ``_info.txt`` refer to that orientation, so no image
   is rotated and no intrinsics are changed. The intrinsics are the depth ones (non-square pixels, fx
@@ -40,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
+from featurizer.dataset.label_sets import label_table
 from featurizer.dataset.scannet import _read_pose, _shown, read_meta, read_ply_header
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
@@ -53,6 +58,8 @@ INFO = "_info.txt"
 FRAME_RE = re.compile(r"frame-(\d+)\.pose\.txt")
 SPLITS = ("train", "val", "test")
 FRAME_MODES = ("sequence", "none")
+# labels= option -> the labels PLY's vertex property holding that label set's class id
+LABEL_COLUMNS = {"nyu40": "NYU40", "eigen13": "Eigen13", "rio27": "RIO27"}
 # labels PLY vertices farther than this from the OBJ's (metres) mean the two files are not one scan
 VERTEX_TOL = 1e-3
 
@@ -194,14 +201,19 @@ class RScanReader(SceneReader):
         ``splits/`` folder).
     frames: ``sequence`` (the RGB-D frames of ``<scan>/sequence/``) or ``none``.
     frame_stride, max_frames: keep every k-th frame (by number), then at most this many.
+    labels: the instances' labels: ``raw`` (semseg.v2.json's label), or ``nyu40``, ``eigen13``, ``rio27``
+        (the labels PLY's per-vertex benchmark class; instances outside the set are left out).
     """
 
     name = "3rscan"
 
     def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | str | None = None,
                  split_dir: str | None = None, frames: str = "sequence", frame_stride: int = 1,
-                 max_frames: int | None = None):
+                 max_frames: int | None = None, labels: str = "raw"):
         super().__init__()
+        if labels != "raw":
+            label_table(labels, "dataset.labels", ("raw", *LABEL_COLUMNS))
+        self.labels = labels
         self.root = self.check_options(root, "3RScan", frames, FRAME_MODES, frame_stride, max_frames)
         self.splits = self.split_names(splits)
         unknown = [s for s in self.splits if s not in SPLITS]
@@ -341,8 +353,9 @@ class RScanReader(SceneReader):
             raise DataError(d / OBJ_NAME, "OBJ has no vertices ('v' lines)")
         if self._semseg_groups(d) is not None:
             counts, props, _ = read_ply_header(d / LABELS_PLY)
-            if "objectId" not in props:
-                raise DataError(d / LABELS_PLY, f"vertex element has no objectId (has {', '.join(props)})")
+            for prop in ("objectId", LABEL_COLUMNS.get(self.labels)):
+                if prop is not None and prop not in props:
+                    raise DataError(d / LABELS_PLY, f"vertex element has no {prop} (has {', '.join(props)})")
             if counts.get("vertex") != n:
                 raise DataError(d / LABELS_PLY, f"{counts.get('vertex')} vertices but {OBJ_NAME} has {n}")
         if self.frames == "sequence":
@@ -369,7 +382,7 @@ class RScanReader(SceneReader):
         colors = obj["vertex_colors"]
         if colors is None:
             colors = sample_texture(self._texture(d / OBJ_NAME, obj["mtllib"]), obj, notes)
-        instances = self._instances(d, obj["vertices"])
+        instances = self._instances(d, obj["vertices"], notes)
         frames = self._frames(scene_id, notes) if self.frames == "sequence" else []
         scene = Scene(scene_id=scene_id, points=points, colors=colors, axis_align=np.eye(4),
                       instances=instances, frames=frames, split=self.split_of(scene_id))
@@ -391,7 +404,7 @@ class RScanReader(SceneReader):
         except OSError as e:
             raise DataError(path, f"unreadable texture image: {e}") from None
 
-    def _instances(self, d: Path, vertices: np.ndarray) -> list[Instance]:
+    def _instances(self, d: Path, vertices: np.ndarray, notes: list[str]) -> list[Instance]:
         groups = self._semseg_groups(d)
         if groups is None:
             return []
@@ -402,8 +415,9 @@ class RScanReader(SceneReader):
             data = PlyData.read(str(path))["vertex"].data
         except Exception as e:  # plyfile raises several types for corrupt files
             raise DataError(path, f"unreadable ply: {e}") from None
-        if "objectId" not in (data.dtype.names or ()):
-            raise DataError(path, "vertex element has no objectId")
+        for prop in ("objectId", LABEL_COLUMNS.get(self.labels)):
+            if prop is not None and prop not in (data.dtype.names or ()):
+                raise DataError(path, f"vertex element has no {prop}")
         if len(data) != len(vertices):
             raise DataError(path, f"{len(data)} vertices but {OBJ_NAME} has {len(vertices)}")
         xyz = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float64)
@@ -416,7 +430,28 @@ class RScanReader(SceneReader):
         for oid, label in groups:
             lo, hi = np.searchsorted(sorted_ids, [oid, oid + 1])
             instances.append(Instance(point_ids=np.sort(order[lo:hi]), label=label, gt_object_id=oid))
+        if self.labels != "raw":
+            instances = self._benchmark_labels(instances, np.asarray(data[LABEL_COLUMNS[self.labels]]), notes)
         return instances
+
+    def _benchmark_labels(self, instances: list[Instance], column: np.ndarray,
+                          notes: list[str]) -> list[Instance]:
+        """The instances relabelled by their most frequent ``column`` value (V,), those of class 0 (or no
+        vertices) left out with a note."""
+        names = label_table(self.labels, "dataset.labels")
+        kept, left = [], []
+        for inst in instances:
+            values = column[inst.point_ids].astype(np.int64)
+            class_id = int(np.bincount(values).argmax()) if len(values) else 0
+            if class_id in names:
+                inst.label = names[class_id]
+                kept.append(inst)
+            else:
+                left.append(f"{inst.label!r} ({class_id})")
+        if left:
+            notes.append(f"labels={self.labels}: left out {len(left)} instance(s) of no {self.labels} class: "
+                         f"{_shown(left, 5)}")
+        return kept
 
     def _frames(self, scene_id: str, notes: list[str]) -> list[Frame]:
         seq = self.sequence_dir(scene_id)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
+from featurizer.dataset.label_sets import NYU40, SCANNET200, label_table
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import DataError
 from featurizer.scene import Frame, Instance, Scene
@@ -276,6 +277,10 @@ class ScanNetReader(SceneReader):
         depth intrinsics read from ``<scan folder>/<scene>.sens``; colour resized to the depth
         resolution, frame numbers are stream frame numbers) or ``none``.
     labels_tsv: the labels tsv (default ``<root>/scannetv2-labels.combined.tsv``).
+    labels: the GT instances' labels: ``category`` (the tsv's category of the raw label), ``nyu40`` (the NYU40
+        class of the tsv's ``nyu40id``) or ``scannet200`` (the ScanNet200 class of the tsv's ``id``); with
+        the last two, instances whose raw label has no class in the set are left out, with a note (the
+        annotation builders index GT objects by aggregation order: use them with ``category``).
     max_frames: keep at most this many frames per scene (after the stride); None keeps all.
     """
 
@@ -292,6 +297,7 @@ class ScanNetReader(SceneReader):
         frames: str = "exported",
         labels_tsv: str | None = None,
         max_frames: int | None = None,
+        labels: str = "category",
     ):
         super().__init__()
         self.root = self.check_options(root, "ScanNet", frames, FRAME_MODES, frame_stride, max_frames)
@@ -302,6 +308,9 @@ class ScanNetReader(SceneReader):
         self.max_frames = None if max_frames is None else int(max_frames)
         self.frames_root = Path(frames_root) if frames_root is not None else self.root / "scannet_2d"
         self.labels_tsv = Path(labels_tsv) if labels_tsv is not None else self.root / TSV_NAME
+        if labels != "category":
+            label_table(labels, "dataset.labels", ("category", "nyu40", "scannet200"))
+        self.label_mode = labels
         self._labels: LabelTable | None = None
         self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)
@@ -477,7 +486,7 @@ class ScanNetReader(SceneReader):
         if align is None:
             align = np.eye(4)
             notes.append("no axisAlignment: identity")
-        instances = self._read_instances(d, scene_id, len(points))
+        instances = self._read_instances(d, scene_id, len(points), notes)
         frames, frame_notes = self._load_frames(scene_id, meta, meta_path)
         scene = Scene(
             scene_id=scene_id,
@@ -516,20 +525,36 @@ class ScanNetReader(SceneReader):
             colors = np.clip(colors, 0, 255)
         return points, colors.astype(np.uint8)
 
-    def _read_instances(self, d: Path, scene_id: str, num_points: int) -> list[Instance]:
+    def _read_instances(self, d: Path, scene_id: str, num_points: int, notes: list[str]) -> list[Instance]:
         if not _has_ground_truth(d, scene_id):
             return []
         labels = self.labels()  # DataError when the tsv is missing, before parsing anything big
         inverse, groups = self._ground_truth_groups(d, scene_id, num_points)
         num_segments = int(inverse.max(initial=-1)) + 1
         instances: list[Instance] = []
+        left: list[str] = []
         for raw_label, object_id, pos in groups:
+            label = self._label(labels, raw_label)
+            if label is None:
+                left.append(repr(raw_label))
+                continue
             member = np.zeros(num_segments, dtype=bool)
             member[pos] = True
             point_ids = np.flatnonzero(member[inverse])
-            label = labels.category(raw_label)
             instances.append(Instance(point_ids=point_ids, label=label, gt_object_id=object_id))
+        if left:
+            mode = self.label_mode
+            notes.append(f"labels={mode}: left out {len(left)} instance(s) of no {mode} class: "
+                         f"{_shown(left)}")
         return instances
+
+    def _label(self, labels: LabelTable, raw_label: str) -> str | None:
+        """The instance label of ``raw_label`` under ``labels=`` (None: not in that label set)."""
+        if self.label_mode == "category":
+            return labels.category(raw_label)
+        if self.label_mode == "nyu40":
+            return NYU40.get(labels.raw_to_nyu40.get(raw_label, 0))
+        return SCANNET200.get(labels.raw_to_id.get(raw_label, 0))
 
     def _ground_truth_groups(
         self, d: Path, scene_id: str, num_points: int

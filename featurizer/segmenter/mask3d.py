@@ -5,8 +5,11 @@ Layout (DESIGN.md section 4)::
     <root>/<split>/<scene>.txt                 # lines: pred_mask/<scene>_<k>.txt <class_id> <score>
     <root>/<split>/pred_mask/<scene>_<k>.txt   # one 0/1 line per mesh vertex
 
-Class ids are ScanNet label ids, looked up in column 0 of ``scannetv2-labels.combined.tsv`` and
-named by its column 2 (``category``).
+Class ids are named through ``label_set``: ``scannet200`` (default: a ScanNet200 checkpoint such as the
+published ``scannet200_val.ckpt`` writes ScanNet200 ids, i.e. ids of column 0 of
+``scannetv2-labels.combined.tsv``), ``scannet20`` (a ScanNet 20-class checkpoint writes the NYU40 ids of the
+20 benchmark classes), both from the tables embedded in :mod:`featurizer.dataset.label_sets`, so any dataset
+works without ScanNet's tsv; or ``tsv`` (column 0 of the labels tsv, named by its column 2, ``category``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.dataset.label_sets import DISPLAY, label_table
 from featurizer.dataset.labels import TSV_NAME as LABELS_TSV_NAME
 from featurizer.dataset.labels import read_label_table
 from featurizer.errors import ConfigError, DataError
@@ -58,14 +62,18 @@ def read_binary_mask(path: Path, num_points: int) -> np.ndarray:
     return ones
 
 
+LABEL_SET_CHOICES = ("scannet200", "scannet20", "tsv")
+
+
 class Mask3DExport(Segmenter):
     """Instances of Mask3D's raw export, sorted by score (descending, stable) and thresholded.
 
     root: the export folder holding ``<split>/``.
     splits: the subfolders (``val``, ``train``, ``test``) searched for a scene's ``<scene>.txt``, in order:
         a run over several splits finds each scene in its own (default: the dataset's splits).
-    labels_tsv: ``scannetv2-labels.combined.tsv``, or a folder holding it (e.g. the dataset root);
-        None looks for it in ``root`` and then in ``root``'s parent.
+    label_set: how class ids are named: ``scannet200`` (default), ``scannet20`` or ``tsv`` (see the module).
+    labels_tsv: with ``label_set=tsv``: ``scannetv2-labels.combined.tsv``, or a folder holding it (e.g. the
+        dataset root); None looks for it in ``root`` and then in ``root``'s parent. Unused otherwise.
     score_threshold: keep instances with ``score >= score_threshold``.
     max_instances: keep the first ``max_instances`` after sorting (paper: 100); None keeps all.
 
@@ -80,6 +88,7 @@ class Mask3DExport(Segmenter):
         root: str,
         splits: list[str] | str = ("val",),
         labels_tsv: str | None = None,
+        label_set: str = "scannet200",
         score_threshold: float = 0.0,
         max_instances: int | None = 100,
     ):
@@ -93,6 +102,9 @@ class Mask3DExport(Segmenter):
         if not self.splits:
             raise ConfigError("segmenter.splits", "empty: name the export's split folder(s)")
         self.labels_tsv = None if labels_tsv is None else Path(labels_tsv)
+        self.label_set = str(label_set)
+        if self.label_set != "tsv":
+            label_table(self.label_set, "segmenter.label_set", LABEL_SET_CHOICES)
         self.score_threshold = float(score_threshold)
         self._names: dict[int, str] | None = None
 
@@ -118,19 +130,28 @@ class Mask3DExport(Segmenter):
         )
 
     def class_names(self) -> dict[int, str]:
+        """``{class id: name}`` of the label set (the tsv read once with ``label_set=tsv``)."""
         if self._names is None:
-            self._names = read_labels_tsv(self.labels_path())
+            if self.label_set == "tsv":
+                self._names = read_labels_tsv(self.labels_path())
+            else:
+                self._names = label_table(self.label_set, "segmenter.label_set", LABEL_SET_CHOICES)
         return self._names
+
+    def _unknown_class(self) -> str:
+        if self.label_set == "tsv":
+            return f"not in {self.labels_path()}"
+        return f"not a {DISPLAY[self.label_set]} class id (segmenter.label_set={self.label_set})"
 
     def check(self, scene_ids: list[str]) -> None:
         self.check_global()
         self.check_scene_files(self.root, scene_ids, "Mask3D export")
 
     def input_files(self, scene_id: str) -> list[Path]:
-        """The scene's prediction list, every mask file it names, and the labels tsv."""
+        """The scene's prediction list, every mask file it names, and the labels tsv (``label_set=tsv``)."""
         txt = self.scene_file(scene_id)
         masks = [mask for mask, _, _ in self.read_predictions(scene_id)] if txt.is_file() else []
-        return [txt, self.labels_path(), *masks]
+        return [txt, *([self.labels_path()] if self.label_set == "tsv" else []), *masks]
 
     def check_global(self) -> None:
         for split in self.splits:
@@ -142,10 +163,12 @@ class Mask3DExport(Segmenter):
         self.read_instances(scene_id, num_points)
 
     def read_predictions(self, scene_id: str) -> list[tuple[Path, int, float]]:
-        """``(mask file, class id, score)`` per line of ``<scene>.txt``, in file order."""
+        """``(mask file, class id, score)`` per line of ``<scene>.txt``, in file order; DataError naming the
+        line of a malformed line or of a class id the label set does not have."""
         txt = self.scene_file(scene_id)
         if not txt.is_file():
             raise DataError(txt, "Mask3D export missing for this scene")
+        names = self.class_names()
         out = []
         for lineno, line in enumerate(txt.read_text().splitlines(), start=1):
             parts = line.split()
@@ -161,18 +184,16 @@ class Mask3DExport(Segmenter):
                 raise DataError(txt, f"line {lineno}: bad class id or score in {line!r}") from None
             if not np.isfinite(score):
                 raise DataError(txt, f"line {lineno}: non-finite score {parts[2]}")
+            if class_id not in names:
+                raise DataError(txt, f"line {lineno}: class id {class_id} is {self._unknown_class()}")
             mask = Path(parts[0])
             out.append((mask if mask.is_absolute() else txt.parent / mask, class_id, score))
         return out
 
     def read_instances(self, scene_id: str, num_points: int) -> tuple[list[Instance], list[str]]:
         """The kept instances (score-sorted, thresholded, truncated) and the names of empty masks."""
-        txt = self.scene_file(scene_id)
         preds = self.read_predictions(scene_id)
         names = self.class_names()
-        for _, class_id, _ in preds:
-            if class_id not in names:
-                raise DataError(txt, f"unknown class id {class_id} (not in {self.labels_path()})")
         kept = [p for p in preds if p[2] >= self.score_threshold]
         kept.sort(key=lambda p: -p[2])  # stable: equal scores keep file order
         if self.max_instances is not None:

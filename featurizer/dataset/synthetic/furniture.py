@@ -14,7 +14,11 @@ from featurizer.dataset.synthetic.mesh import Part, box, cylinder
 
 
 # raw label (what the annotators typed, in the aggregation) -> (category, nyu40 id, nyu40 class).
-# Several raw labels differ from their category, so the tsv mapping is exercised.
+# Several raw labels differ from their category, so the tsv mapping is exercised. Every raw label is a
+# ScanNet200 class name: the synthetic tsv's id of a raw label is its ScanNet200 id (as in ScanNet's tsv), and
+# each category is also a raw label whose row names it, so class ids written for categories (the synthetic
+# Mask3D export) are ScanNet200 ids named alike by the tsv and by ScanNet200. "cabinet" and "table" are not
+# furniture of the model: their rows name the categories of "kitchen cabinet" and "dining table".
 RAW_LABELS: dict[str, tuple[str, int, str]] = {
     "wall": ("wall", 1, "wall"),
     "floor": ("floor", 2, "floor"),
@@ -22,7 +26,7 @@ RAW_LABELS: dict[str, tuple[str, int, str]] = {
     "bed": ("bed", 4, "bed"),
     "office chair": ("chair", 5, "chair"),
     "chair": ("chair", 5, "chair"),
-    "couch": ("sofa", 6, "sofa"),
+    "couch": ("couch", 6, "sofa"),
     "dining table": ("table", 7, "table"),
     "bookshelf": ("bookshelf", 10, "bookshelf"),
     "desk": ("desk", 14, "desk"),
@@ -31,7 +35,9 @@ RAW_LABELS: dict[str, tuple[str, int, str]] = {
     "toilet": ("toilet", 33, "toilet"),
     "lamp": ("lamp", 35, "lamp"),
     "bathtub": ("bathtub", 36, "bathtub"),
-    "trash can": ("trash can", 39, "otherprop"),
+    "trash can": ("trash can", 39, "otherfurniture"),
+    "cabinet": ("cabinet", 3, "cabinet"),
+    "table": ("table", 7, "table"),
 }
 
 # raw label -> (nominal size (width x, depth y, height z) in metres, colour palette)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from featurizer.dataset.label_sets import SCANNET200
 from featurizer.dataset.render import look_at, render_mesh
 from featurizer.dataset.scannet import AGG_SUFFIX, SEGS_SUFFIX
 from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.scene import FRAME_STEP, SceneModel, f32
 
-GENERATOR_VERSION = 3  # 3: train and val split files, annotation inputs and a Mask3D export
+GENERATOR_VERSION = 4  # 3: split files, annotation inputs, a Mask3D export; 4: the tsv with ScanNet200 ids
 JPEG_QUALITY = 92  # exported colour jpgs and the .sens colour stream use the same encoder settings
 TSV_HEADER = ["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass", "nyu40class"]
 
@@ -49,9 +50,13 @@ def write_ply(path: Path, vertices: np.ndarray, colors: np.ndarray, faces: np.nd
 
 
 def write_labels_tsv(path: Path) -> None:
+    """ScanNet's labels tsv for the raw labels of :data:`RAW_LABELS`, by id: a raw label's id is its
+    ScanNet200 id (ScanNet's tsv numbers its rows so), the nyu40 columns are its NYU40 class."""
+    ids = {name: i for i, name in SCANNET200.items()}
     rows = ["\t".join(TSV_HEADER)]
-    for i, (raw, (cat, nyu, nyu_class)) in enumerate(RAW_LABELS.items(), start=1):
-        rows.append("\t".join([str(i), raw, cat, str(100 * i), str(nyu), "", cat, nyu_class]))
+    for raw, (cat, nyu, nyu_class) in sorted(RAW_LABELS.items(), key=lambda item: ids[item[0]]):
+        i = ids[raw]
+        rows.append("\t".join([str(i), raw, cat, str(10000 // i), str(nyu), "", cat, nyu_class]))
     path.write_text("\n".join(rows) + "\n")
 
 

@@ -42,7 +42,7 @@ TSV_HEADER = ["index", "raw_category", "category", "count", "nyuId", "nyu40id", 
               "wnsynsetkey", "mpcat40index", "mpcat40"]
 FLOATS = ("x", "y", "z", "nx", "ny", "nz", "tx", "ty")  # region ply vertex: position, normal, texture
 MPCAT40 = {"bookshelf": "shelving", "lamp": "lighting", "refrigerator": "appliances", "desk": "table",
-           "nightstand": "chest_of_drawers", "trash can": "objects"}
+           "nightstand": "chest_of_drawers", "trash can": "objects", "couch": "sofa"}
 
 
 def house_id_of(index: int) -> str:

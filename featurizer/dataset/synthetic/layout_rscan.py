@@ -6,7 +6,9 @@ One scan folder ``<root>/<scan_id>/`` as :mod:`featurizer.dataset.rscan` documen
   ``mesh.refined.mtl`` and the texture ``mesh.refined_0.png``: one texel per vertex holding its colour
   (OBJ's v axis points up: texel row = (1 - v) * height);
 - ``labels.instances.annotated.v2.ply`` (ASCII, the same vertices, objectId = object id + 1, 0 never
-  used) whose RGB is a label visualisation colour, deliberately unlike the real colours;
+  used) whose RGB is a label visualisation colour, deliberately unlike the real colours, and whose
+  ``NYU40``, ``Eigen13`` and ``RIO27`` columns hold each vertex's object's classes as 3RScan's mapping
+  gives them for its raw label (:data:`RSCAN_CLASSES`; 0 for vertices of no object);
 - ``semseg.v2.json`` (segGroups, furniture then walls and floor, as the ScanNet layout writes them) and
   ``mesh.refined.0.010000.segs.v2.json``;
 - ``sequence/``: ``_info.txt`` (colour 960x540 and depth 224x172 by default, each with its own
@@ -34,6 +36,16 @@ from featurizer.dataset.synthetic.scene import SceneModel
 COLOR_SIZE = (960, 540)
 DEPTH_SIZE = (224, 172)
 DEPTH_FX, DEPTH_FY = 176.6, 240.8  # the example _info.txt's depth focal lengths at 224x172
+# raw label -> (NYU40, Eigen13, RIO27 id): the rows of these labels in 3RScan's "3RScan.v2 Semantic
+# Classes - Mapping.csv" (columns NYU40_ID, Eigen_ID, RIO27_ID; copy: yanx27/CLEVR3D
+# data_generation/3RScan.v2_Mapping.csv). 3RScan maps "trash can" to NYU40 40 (otherprop), ScanNet to 39.
+RSCAN_CLASSES = {
+    "wall": (1, 12, 1), "floor": (2, 5, 2), "kitchen cabinet": (3, 6, 3), "bed": (4, 1, 4),
+    "office chair": (5, 4, 5), "chair": (5, 4, 5), "couch": (6, 9, 6), "dining table": (7, 10, 7),
+    "bookshelf": (10, 6, 11), "desk": (14, 10, 7), "refrigerator": (24, 6, 16), "nightstand": (32, 6, 21),
+    "toilet": (33, 6, 22), "lamp": (35, 7, 24), "bathtub": (36, 6, 25), "trash can": (40, 7, 26),
+    "cabinet": (3, 6, 3), "table": (7, 10, 7),
+}
 # stored sensor camera <- upright camera: stored x = upright y, stored y = -upright x (np.rot90(img, 3),
 # 90 degrees clockwise, turns a stored image upright)
 ROLL = np.array([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -102,8 +114,10 @@ def write_labels(scan_dir: Path, scan_id: str, model: SceneModel) -> np.ndarray:
     """The ASCII labels PLY, ``semseg.v2.json`` and the segs json; returns the (V,) objectId per vertex."""
     groups = model.objects + model.structure
     object_id = np.zeros(len(model.raw_vertices), dtype=np.int64)
+    classes = np.zeros((len(model.raw_vertices), 3), dtype=np.int64)  # NYU40, Eigen13, RIO27
     for g in groups:
         object_id[g["point_ids"]] = g["object_id"] + 1
+        classes[g["point_ids"]] = RSCAN_CLASSES[g["raw_label"]]
     palette = label_colors(len(groups) + 1)
     rgb = palette[object_id]
     header = (f"ply\nformat ascii 1.0\nelement vertex {len(object_id)}\nproperty float x\nproperty float y\n"
@@ -112,8 +126,8 @@ def write_labels(scan_dir: Path, scan_id: str, model: SceneModel) -> np.ndarray:
               f"property uchar Eigen13\nproperty uchar RIO27\nelement face {len(model.faces)}\n"
               "property list uchar int vertex_indices\n"
               "end_header\n")
-    rows = [f"{x:.9g} {y:.9g} {z:.9g} {r} {g} {b} {o} {o} 0 0 0"
-            for (x, y, z), (r, g, b), o in zip(model.raw_vertices, rgb, object_id)]
+    rows = [f"{x:.9g} {y:.9g} {z:.9g} {r} {g} {b} {o} {o} {n} {e} {c}"
+            for (x, y, z), (r, g, b), o, (n, e, c) in zip(model.raw_vertices, rgb, object_id, classes)]
     faces = [f"3 {a} {b} {c}" for a, b, c in model.faces]
     (scan_dir / LABELS_PLY).write_text(header + "\n".join(rows + faces) + "\n")
     seg_groups = [{
