@@ -218,8 +218,8 @@ def test_frame_modes_are_checked_per_layout(tmp_path):
     with pytest.raises(ConfigError, match="dataset.frames_per_scene.*layout 3rscan"):
         synthetic_reader(layout="3rscan", root=str(tmp_path), frames_per_scene=0)
     # nerfstudio has no frames option: frames=none writes the frames and reads none of them
-    reader = synthetic_reader(layout="nerfstudio", root=str(tmp_path / "ns"), num_scenes=1,
-                              frames_per_scene=1, image_size=SIZE, num_objects=2, frames="none", splits=["train"])
+    reader = synthetic_reader(layout="nerfstudio", root=str(tmp_path / "ns"), num_scenes=1, frames="none",
+                              frames_per_scene=1, image_size=SIZE, num_objects=2, splits=["train"])
     reader.prepare()
     sid = reader.scene_ids[0]
     assert reader.load(sid).frames == [] and (tmp_path / "ns" / sid / "images").is_dir()
