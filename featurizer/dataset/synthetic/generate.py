@@ -199,6 +199,7 @@ def generate_layout(root: Path, layout: str, num_scenes: int, frames_per_scene: 
             layout_rscan.write_scan(root, sid, model, depth_size=size, color_size=color)
         else:  # nerfstudio
             layout_nerfstudio.write_capture(root / sid, model, size)
-    splits = {sp: [s for s, x in planned.items() if x == sp] for sp in dict.fromkeys(planned.values())}
-    if layout in ("scannetpp", "3rscan"):
-        {"scannetpp": layout_scannetpp, "3rscan": layout_rscan}[layout].write_splits(root, splits)
+    split_writers = {"scannetpp": layout_scannetpp.write_splits, "3rscan": layout_rscan.write_splits}
+    if layout in split_writers:  # the non-empty splits, as generate_dataset writes them
+        split_writers[layout](root, {sp: [s for s, x in planned.items() if x == sp]
+                                     for sp in dict.fromkeys(planned.values())})
