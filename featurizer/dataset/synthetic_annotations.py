@@ -1,7 +1,8 @@
-"""Chat-Scene annotation inputs and a Mask3D prediction export for generated ScanNet-layout scenes.
+"""Chat-Scene annotation inputs and a Mask3D prediction export for generated scenes of any layout.
 
-Given a folder of :class:`featurizer.dataset.synthetic.SyntheticScanNet` scenes (read back through
-:class:`featurizer.dataset.scannet.ScanNetReader`, so the facts come from the files a user has):
+Given the generated scenes (:mod:`featurizer.dataset.synthetic`), read back through their layout's reader
+(a ScanNet-layout folder: :class:`featurizer.dataset.scannet.ScanNetReader`), so the facts come from the
+files a user has, in that dataset's frame and with its labels:
 
 - :func:`write_annotation_inputs` writes every published input format with its published name
   under ``<out>/`` in Chat-Scene's ``annotations/`` layout (``scanrefer/``, ``multi3drefer/``,
@@ -12,7 +13,11 @@ Given a folder of :class:`featurizer.dataset.synthetic.SyntheticScanNet` scenes 
 - :func:`write_mask3d_export` writes ``<out>/<split>/<scene>.txt`` (``pred_mask/<scene>_<k>.txt
   <class_id> <score>``, scores descending) and one 0/1 mask line per mesh vertex, differing from the
   ground truth: one object missed, one split in two, two neighbours merged, one spurious instance
-  cut from a wall, some objects' tops cut off; the labels tsv is copied to ``<out>/``.
+  cut from a wall, some objects' tops cut off; the labels tsv is copied to ``<out>/``. Class ids are
+  ScanNet's (a ScanNet-trained Mask3D's, whatever the layout): an instance's label is taken as a ScanNet
+  category, else as a raw label of the tsv (ScanNet++, 3RScan), else as the Matterport mpcat40 label
+  the generator wrote (:data:`featurizer.dataset.synthetic.layout_matterport.MPCAT40`); an instance
+  with none (ScanNet++'s overlapping "furniture set" group) is not predicted.
 
 Splits: the scenes, sorted, are assigned ``val`` when their position k has ``k % 3 == 2`` and
 ``train`` otherwise (:func:`assign_splits`), whatever split the generator wrote them under.
@@ -28,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featurizer.dataset.labels import TSV_NAME, read_label_table
+from featurizer.dataset.base import SceneReader
+from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.dataset.scannet import ScanNetReader
 from featurizer.scene import Scene, instance_boxes
 
@@ -44,13 +50,21 @@ def assign_splits(scene_ids) -> dict[str, str]:
     return {s: ("val" if k % 3 == 2 else "train") for k, s in enumerate(sorted(scene_ids))}
 
 
-def read_scenes(dataset_root: str | Path) -> list[Scene]:
-    """Every scene listed in ``<root>/scannetv2_*.txt``, sorted, read without frames."""
-    root = Path(dataset_root)
+def scenes_reader(source: str | Path | SceneReader) -> SceneReader:
+    """``source`` when it is a reader (built without frames: they are not used); else the ScanNetReader of
+    the ScanNet-layout folder ``source`` over every scene its ``scannetv2_*.txt`` list, without frames."""
+    if isinstance(source, SceneReader):
+        return source
+    root = Path(source)
     ids = sorted({line.strip() for p in root.glob("scannetv2_*.txt")
                   for line in p.read_text().splitlines() if line.strip()})
-    reader = ScanNetReader(root=str(root), scenes=ids, frames="none")
-    return [reader.load(s) for s in ids]
+    return ScanNetReader(root=str(root), scenes=ids, frames="none")
+
+
+def read_scenes(source: str | Path | SceneReader) -> list[Scene]:
+    """Every scene of ``source`` (:func:`scenes_reader`), sorted by id."""
+    reader = scenes_reader(source)
+    return [reader.load(s) for s in sorted(reader.scene_ids)]
 
 
 def colour_name(rgb) -> str:
@@ -94,11 +108,12 @@ def _near_phrase(f: dict, by_id: dict) -> str:
     return "" if f["neighbour"] is None else f" {f['relation']} the {by_id[f['neighbour']]['label']}"
 
 
-def write_annotation_inputs(dataset_root: str | Path, out_root: str | Path,
+def write_annotation_inputs(source: str | Path | SceneReader, out_root: str | Path,
                             seed: int = 0) -> dict[str, list[str]]:
-    """Write the published annotation inputs for the dataset's scenes; returns split -> scene ids."""
+    """Write the published annotation inputs for the scenes of ``source`` (a ScanNet-layout folder or a
+    reader: :func:`scenes_reader`); returns split -> scene ids."""
     out = Path(out_root)
-    scenes = read_scenes(dataset_root)
+    scenes = read_scenes(source)
     split_of = assign_splits(s.scene_id for s in scenes)
     per_split: dict[str, dict[str, list]] = {
         sp: {"scanrefer": [], "multi3dref": [], "scanqa": [], "questions": [], "annotations": []}
@@ -246,14 +261,31 @@ def imperfect_instances(scene: Scene,
     return out, changes
 
 
-def write_mask3d_export(dataset_root: str | Path, out_root: str | Path, seed: int = 0) -> dict[str, dict]:
-    """Write a Mask3D raw export of imperfect predictions for every scene; returns scene -> changes."""
-    root, out = Path(dataset_root), Path(out_root)
-    table = read_label_table(root / TSV_NAME)
+def scannet_class_ids(table: LabelTable) -> dict[str, int]:
+    """Label -> ScanNet class id (the tsv's first id of its category) for the labels of every layout's
+    ground truth: categories, the tsv's raw labels, and the mpcat40 labels the generator writes."""
+    from featurizer.dataset.synthetic.furniture import RAW_LABELS
+    from featurizer.dataset.synthetic.layout_matterport import MPCAT40
+
     class_id: dict[str, int] = {}
     for i, cat in sorted(table.id_to_category.items()):
         class_id.setdefault(cat, i)
-    scenes = read_scenes(root)
+    names = dict(table.raw_to_category)
+    names.update({MPCAT40.get(raw, cat): cat for raw, (cat, _, _) in reversed(RAW_LABELS.items())})
+    names.update({cat: cat for cat in class_id})  # a category is itself (mpcat40 "table" is one)
+    return {label: class_id[cat] for label, cat in names.items() if cat in class_id}
+
+
+def write_mask3d_export(source: str | Path | SceneReader, out_root: str | Path,
+                        seed: int = 0) -> dict[str, dict]:
+    """Write a Mask3D raw export of imperfect predictions for every scene of ``source`` (a ScanNet-layout
+    folder or a reader: :func:`scenes_reader`; the labels tsv is read at its root); returns scene ->
+    changes."""
+    reader = scenes_reader(source)
+    root, out = Path(reader.root), Path(out_root)
+    table = read_label_table(root / TSV_NAME)
+    class_id = scannet_class_ids(table)
+    scenes = read_scenes(reader)
     split_of = assign_splits(s.scene_id for s in scenes)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(root / TSV_NAME, out / TSV_NAME)
@@ -264,6 +296,7 @@ def write_mask3d_export(dataset_root: str | Path, out_root: str | Path, seed: in
         folder = out / split_of[sid]
         (folder / "pred_mask").mkdir(parents=True, exist_ok=True)
         lines = []
+        preds = [p for p in preds if p[1] in class_id]  # no ScanNet class: not a Mask3D prediction
         for j, (ids, label, score) in enumerate(preds):
             mask = np.zeros(scene.num_points, dtype=np.uint8)
             mask[ids] = 1

@@ -1,8 +1,10 @@
-"""Generating synthetic ScanNet datasets: one scene model (:mod:`.scene`) per scene, written in the
-ScanNet layout (:mod:`.layout`), plus the labels tsv and the split files
-(``train`` and ``val``, the scenes assigned by :func:`planned_splits`).
+"""Generating synthetic datasets: one scene model (:mod:`.scene`) per scene, written in the ScanNet layout
+(:mod:`.layout`) or in another dataset's (:func:`generate_layout`: :mod:`.layout_scannetpp`,
+:mod:`.layout_rscan`, :mod:`.layout_matterport`, :mod:`.layout_nerfstudio`), plus the labels tsv and the
+split files (``train`` and ``val``, the scenes assigned by :func:`planned_splits`).
 
-Everything is deterministic for a seed (the rng is seeded per scene from ``(seed, scene index)``).
+Everything is deterministic for a seed (the rng is seeded per scene from ``(seed, scene index)``): scene
+``i`` is the same model in every layout, under the layout's own scene id (:func:`layout_scene_id`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,29 @@ from featurizer.dataset.synthetic.scene import make_scene
 from featurizer.dataset.synthetic_annotations import assign_splits
 
 
+LAYOUTS = ("scannet", "scannetpp", "3rscan", "matterport", "nerfstudio")
+
+
 def scene_id_of(index: int) -> str:
     """The id of the generated scene number ``index``: ``scene0000_00``, ``scene0001_00``, ..."""
     return f"scene{index:04d}_00"
 
 
-def planned_splits(num_scenes: int) -> dict[str, str]:
+def layout_scene_id(layout: str, index: int) -> str:
+    """The id of scene number ``index`` in ``layout``, shaped as that dataset's ids (they sort in index
+    order): ScanNet ``scene0000_00``, ScanNet++ ten hex digits, 3RScan a UUID, Matterport
+    ``<house>_region0``, nerfstudio the capture folder ``capture0000``."""
+    from featurizer.dataset.synthetic.layout_matterport import house_id_of
+
+    return {"scannet": scene_id_of(index), "scannetpp": f"{index:010x}",
+            "3rscan": f"{index:08x}-5e7d-4c1a-9f00-000000000000",
+            "matterport": f"{house_id_of(index)}_region0", "nerfstudio": f"capture{index:04d}"}[layout]
+
+
+def planned_splits(num_scenes: int, layout: str = "scannet") -> dict[str, str]:
     """Scene id -> split of a generated dataset of ``num_scenes`` scenes, in scene order:
     :func:`featurizer.dataset.synthetic_annotations.assign_splits` (every third scene is ``val``)."""
-    return assign_splits(scene_id_of(i) for i in range(num_scenes))
+    return assign_splits(layout_scene_id(layout, i) for i in range(num_scenes))
 
 
 def generate_scene(
@@ -139,3 +155,51 @@ def generate_dataset(
         ids = [sid for sid, sp in split_of.items() if sp == name]
         (root / f"scannetv2_{name}.txt").write_text("\n".join(ids) + "\n")
     return truths
+
+
+def layout_sizes(layout: str, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(depth size, colour size) a layout writes for the model's ``image_size`` (the depth size, that of
+    the model's intrinsics): ScanNet++'s colour is larger than its depth (twice here; the iPhone's is 7.5
+    times), 3RScan's colour is 16:9 (960x540 for a 640 wide depth) whatever the depth's aspect; the
+    other layouts write both at ``image_size``."""
+    w, h = int(image_size[0]), int(image_size[1])
+    color = {"scannetpp": (2 * w, 2 * h), "3rscan": (3 * w // 2, 27 * w // 32)}.get(layout, (w, h))
+    return (w, h), color
+
+
+def generate_layout(root: Path, layout: str, num_scenes: int, frames_per_scene: int, seed: int,
+                    image_size: tuple[int, int] = (640, 480), num_objects: int = 10,
+                    render_depth: bool = False) -> None:
+    """Write ``num_scenes`` scenes in ``layout`` (not ``scannet``: :func:`generate_dataset`) under ``root``:
+    the models :func:`generate_dataset` draws for the same seed and sizes, each dataset's split files
+    for the :func:`planned_splits` (nerfstudio has none), and the ScanNet labels tsv at the root (a
+    ScanNet-trained Mask3D export names its classes with it).
+
+    render_depth: ScanNet++ only, also the toolkit's ``render_depth`` pngs (at the colour size)."""
+    from featurizer.dataset.synthetic import (layout_matterport, layout_nerfstudio, layout_rscan,
+                                              layout_scannetpp)
+
+    if layout not in LAYOUTS[1:]:
+        raise ValueError(f"generate_layout writes {', '.join(LAYOUTS[1:])}, not {layout!r}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_labels_tsv(root / TSV_NAME)
+    size, color = layout_sizes(layout, image_size)
+    planned = planned_splits(num_scenes, layout)
+    if layout == "matterport":  # one house of one region per model
+        layout_matterport.generate_matterport(root, num_scenes, frames_per_scene, seed, size, num_objects,
+                                              splits=list(planned.values()))
+        return
+    for i, sid in enumerate(planned):
+        model = make_scene(np.random.default_rng([int(seed), i]), frames_per_scene, size, size, num_objects,
+                           1000, exact_f32=False)
+        if layout == "scannetpp":
+            layout_scannetpp.write_scene(root, sid, model, size, color, render_depth=render_depth)
+        elif layout == "3rscan":
+            layout_rscan.write_scan(root, sid, model, depth_size=size, color_size=color)
+        else:  # nerfstudio
+            layout_nerfstudio.write_capture(root / sid, model, size)
+    split_writers = {"scannetpp": layout_scannetpp.write_splits, "3rscan": layout_rscan.write_splits}
+    if layout in split_writers:  # the non-empty splits, as generate_dataset writes them
+        split_writers[layout](root, {sp: [s for s, x in planned.items() if x == sp]
+                                     for sp in dict.fromkeys(planned.values())})
