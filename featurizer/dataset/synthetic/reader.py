@@ -231,7 +231,7 @@ class SyntheticNerfstudio(SyntheticData, NerfstudioReader):
         self.frames = frames
         self.splits = self.split_names(splits)
         self._split_of = self.assign_splits(scenes)
-        NerfstudioReader.__init__(self, root=root, split=self.splits[0], frame_stride=frame_stride,
+        NerfstudioReader.__init__(self, root=root, splits=self.splits[:1], frame_stride=frame_stride,
                                   max_frames=max_frames)
         self.splits = self.split_names(splits)
 
