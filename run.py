@@ -91,6 +91,11 @@ def featurize(cfg: DictConfig):
     if annotations is not None:  # skipped bad scenes count as in the run: their records are left out later
         known = {**{s: reader.split_of(s) for s in bad_scenes}, **scene_splits}
         annotations.check(known, {s: reader.gt_object_count(s) if s not in bad_scenes else None for s in known})
+        if annotations.active and reader.object_filter:
+            raise ConfigError(reader.object_filter.split("=")[0],
+                              f"{reader.object_filter} leaves objects out, which shifts the object ids the task "
+                              f"annotations refer to: keep every object (the default labels) or pass "
+                              f"annotations=none")
     encoder3d = instantiate(cfg.encoder3d)
     encoder2d = _optional(cfg.encoder2d)
     fusion = _optional(cfg.fusion) if encoder2d is not None else None

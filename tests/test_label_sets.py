@@ -228,3 +228,26 @@ def test_rscan_instances_outside_the_set_are_left_out_and_columns_checked(rscan,
     assert err.value.path == path
     with pytest.raises(ConfigError, match="dataset.labels"):
         RScanReader(str(tmp_path), scenes=[SID], frames="none", labels="scannet200")
+
+
+@pytest.mark.parametrize("labels", ["nyu40", "scannet200"])
+def test_a_run_building_annotations_refuses_labels_that_leave_objects_out(demo, tmp_path, labels):
+    """The task annotations index a scene's objects in aggregation order: a label set that leaves objects out
+    would shift them, so such a run stops before long work, naming the option; annotations=none runs."""
+    from conftest import run_featurizer
+    from featurizer.dataset.synthetic_annotations import write_annotation_inputs
+
+    write_annotation_inputs(demo, tmp_path / "annotations")
+    common = ["dataset=scannet", f"dataset.root={demo}", "dataset.splits=[train]", f"dataset.labels={labels}",
+              "dataset.frames=none", "encoder2d=none", "logger=none", "pictures=0", "pictures_misses=0"]
+    proc = run_featurizer(*common, f"annotations.root={tmp_path / 'annotations'}",
+                          f"hydra.run.dir={tmp_path / 'refused'}", root=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"featurizer: error: config option 'dataset.labels': dataset.labels={labels} leaves objects out, which "
+        "shifts the object ids the task annotations refer to: keep every object (the default labels) or pass "
+        "annotations=none")
+    assert not (tmp_path / "outputs" / "cache").exists()  # refused before any stage ran
+    run_featurizer(*common, "annotations=none", f"hydra.run.dir={tmp_path / 'ok'}", root=tmp_path)
+    assert (tmp_path / "ok" / "scannet_gt_uni3d_feats.pt").is_file()
+    assert ScanNetReader(str(demo), splits=["train"], labels="category").object_filter is None

@@ -23,6 +23,10 @@ class SceneReader:
     name: str = ""
     splits: list[str]
     scene_ids: list[str]
+    # the option that leaves ground-truth objects out (a benchmark label set: ``dataset.labels=scannet200``),
+    # or None when every object is kept; the task annotations index objects in the dataset's order and
+    # refuse a reader that leaves some out
+    object_filter: str | None = None
 
     def __init__(self):
         if not type(self).name:

@@ -214,6 +214,7 @@ class RScanReader(SceneReader):
         if labels != "raw":
             label_table(labels, "dataset.labels", ("raw", *LABEL_COLUMNS))
         self.labels = labels
+        self.object_filter = None if labels == "raw" else f"dataset.labels={labels}"
         self.root = self.check_options(root, "3RScan", frames, FRAME_MODES, frame_stride, max_frames)
         self.splits = self.split_names(splits)
         unknown = [s for s in self.splits if s not in SPLITS]

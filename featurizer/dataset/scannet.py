@@ -280,7 +280,7 @@ class ScanNetReader(SceneReader):
     labels: the GT instances' labels: ``category`` (the tsv's category of the raw label), ``nyu40`` (the NYU40
         class of the tsv's ``nyu40id``) or ``scannet200`` (the ScanNet200 class of the tsv's ``id``); with
         the last two, instances whose raw label has no class in the set are left out, with a note (the
-        annotation builders index GT objects by aggregation order: use them with ``category``).
+        task annotations index GT objects by aggregation order: a run that builds them refuses the two).
     max_frames: keep at most this many frames per scene (after the stride); None keeps all.
     """
 
@@ -311,6 +311,7 @@ class ScanNetReader(SceneReader):
         if labels != "category":
             label_table(labels, "dataset.labels", ("category", "nyu40", "scannet200"))
         self.label_mode = labels
+        self.object_filter = None if labels == "category" else f"dataset.labels={labels}"
         self._labels: LabelTable | None = None
         self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)

@@ -362,6 +362,7 @@ class ScanNetPPReader(SceneReader):
                                                      f"the toolkit's python -m dslr.undistort "
                                                      f"dslr/configs/undistort.yml)")
         self.dslr_images, self.dslr_depth, self.labels = str(dslr_images), str(dslr_depth), labels
+        self.object_filter = None if labels == "raw" else f"dataset.labels={labels}"
         self._benchmark = None
         self.splits = self.split_names(splits)
         self.frames, self.frame_stride = frames, int(frame_stride)
