@@ -209,16 +209,16 @@ def test_mask3d_finds_the_export_of_every_layout(layout, tmp_path):
 
 
 def test_frame_modes_are_checked_per_layout(tmp_path):
-    from featurizer.dataset.synthetic.reader import synthetic_reader
+    from featurizer.dataset.synthetic.reader import SyntheticDataset
     from featurizer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dataset.frames.*'sens' for layout scannetpp; choose one of "
                                           "exported, render, none"):
-        synthetic_reader(layout="scannetpp", root=str(tmp_path), frames="sens")
+        SyntheticDataset(layout="scannetpp", root=str(tmp_path), frames="sens")
     with pytest.raises(ConfigError, match="dataset.frames_per_scene.*layout 3rscan"):
-        synthetic_reader(layout="3rscan", root=str(tmp_path), frames_per_scene=0)
+        SyntheticDataset(layout="3rscan", root=str(tmp_path), frames_per_scene=0)
     # nerfstudio has no frames option: frames=none writes the frames and reads none of them
-    reader = synthetic_reader(layout="nerfstudio", root=str(tmp_path / "ns"), num_scenes=1, frames="none",
+    reader = SyntheticDataset(layout="nerfstudio", root=str(tmp_path / "ns"), num_scenes=1, frames="none",
                               frames_per_scene=1, image_size=SIZE, num_objects=2, splits=["train"])
     reader.prepare()
     sid = reader.scene_ids[0]

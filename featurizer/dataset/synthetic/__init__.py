@@ -13,7 +13,7 @@ rendered from the mesh along an ellipse inside the room. One module per job:
 - :mod:`.layout_scannetpp`, :mod:`.layout_rscan`, :mod:`.layout_matterport`, :mod:`.layout_nerfstudio`:
   writing a model in the other datasets' layouts, with their conventions;
 - :mod:`.generate`: seeded scenes -> a dataset folder of one layout (labels tsv, split files);
-- :mod:`.reader`: :func:`~featurizer.dataset.synthetic.reader.synthetic_reader`, the reader of a layout
+- :mod:`.reader`: :class:`~featurizer.dataset.synthetic.reader.SyntheticDataset`, the reader of a layout
   (:class:`~featurizer.dataset.synthetic.reader.SyntheticScanNet`, ...) that generates its dataset in
   ``prepare()``.
 """

@@ -1,7 +1,7 @@
 """The synthetic datasets' readers: each dataset's real reader over synthetic scenes written in its layout,
 generated in ``prepare``.
 
-``conf/dataset/synthetic.yaml`` targets :func:`synthetic_reader`, which picks the class of ``layout``:
+``conf/dataset/synthetic.yaml`` targets :class:`SyntheticDataset`, which picks the class of ``layout``:
 :class:`SyntheticScanNet` (the default), :class:`SyntheticScanNetPP`, :class:`SyntheticRScan`,
 :class:`SyntheticMatterport` or :class:`SyntheticNerfstudio`. Each is :class:`SyntheticData` (the
 generator's parameters, the planned splits, the done-marker and the atomic generation) over the real
@@ -256,12 +256,15 @@ READERS = {cls.layout: cls for cls in (SyntheticScanNet, SyntheticScanNetPP, Syn
 assert tuple(READERS) == LAYOUTS
 
 
-def synthetic_reader(layout: str = "scannet", **kwargs) -> SyntheticData:
-    """The synthetic dataset's reader for ``layout`` (``conf/dataset/synthetic.yaml``); ``kwargs``: the
-    layout's class's (:class:`SyntheticData`)."""
-    if layout not in READERS:
-        raise ConfigError("dataset.layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if layout != "scannet" and int(kwargs.get("frames_per_scene", 24)) < 1:
-        raise ConfigError("dataset.frames_per_scene", f"must be >= 1 for layout {layout} (its files need a "
-                                                      f"frame)")
-    return READERS[layout](**kwargs)
+class SyntheticDataset:
+    """The synthetic dataset of ``conf/dataset/synthetic.yaml`` (one class, as every option names):
+    constructing one returns the reader of ``layout``, an instance of that layout's :class:`SyntheticData`
+    class (a reader of that dataset); ``kwargs``: that class's arguments."""
+
+    def __new__(cls, layout: str = "scannet", **kwargs) -> SyntheticData:
+        if layout not in READERS:
+            raise ConfigError("dataset.layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if layout != "scannet" and int(kwargs.get("frames_per_scene", 24)) < 1:
+            raise ConfigError("dataset.frames_per_scene", f"must be >= 1 for layout {layout} (its files need a "
+                                                          f"frame)")
+        return READERS[layout](**kwargs)
