@@ -3,8 +3,6 @@ any reader's scene, and 3RScan's benchmark label columns."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from plyfile import PlyData
@@ -20,6 +18,7 @@ from featurizer.dataset.synthetic.scene import make_scene
 from featurizer.dataset.synthetic_annotations import read_scenes, write_mask3d_export
 from featurizer.errors import ConfigError, DataError
 from featurizer.segmenter.mask3d import Mask3DExport
+from test_segmenters import write_mask3d_export as write_export
 
 SID = "0a4b8ef6-a83a-21f2-8672-dce34dd0d7ca"
 
@@ -132,18 +131,6 @@ def test_scannet_reader_labels_category_nyu40_scannet200(demo, tmp_path):
         ScanNetReader(str(root), scenes=[sid], frames="none", labels="rio27")
 
 
-def _write_export(folder: Path, scene_id: str, preds: list[tuple[int, float, np.ndarray]], n: int) -> Path:
-    (folder / "pred_mask").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for k, (class_id, score, ids) in enumerate(preds):
-        mask = np.zeros(n, dtype=np.int64)
-        mask[ids] = 1
-        np.savetxt(folder / "pred_mask" / f"{scene_id}_{k}.txt", mask, fmt="%d")
-        lines.append(f"pred_mask/{scene_id}_{k}.txt {class_id} {score}")
-    (folder / f"{scene_id}.txt").write_text("\n".join(lines) + "\n")
-    return folder / f"{scene_id}.txt"
-
-
 @pytest.fixture(scope="module")
 def rscan(tmp_path_factory):
     """(3RScan root holding one synthetic scan and no ScanNet tsv, the scene model)."""
@@ -159,7 +146,7 @@ def test_scannet200_export_on_a_3rscan_scene(rscan, tmp_path):
     n = scene.num_points
     chair = scene.instances[0].point_ids
     preds = [(10, 0.9, chair), (1191, 0.8, np.arange(5)), (1, 0.3, np.arange(10, 20))]
-    txt = _write_export(tmp_path / "val", SID, preds, n)
+    txt = write_export(tmp_path, preds, n, scene=SID, tsv=None) / f"{SID}.txt"
     assert not list(root.rglob(TSV_NAME)) and not list(tmp_path.rglob(TSV_NAME))
     seg = Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=str(root))  # default: scannet200
     seg.check([SID])
@@ -172,11 +159,11 @@ def test_scannet200_export_on_a_3rscan_scene(rscan, tmp_path):
                                         r"\(segmenter.label_set=scannet20\)") as err:
         Mask3DExport(str(tmp_path), splits=["val"], label_set="scannet20").check_scene(SID, n)
     assert err.value.path == txt
-    _write_export(tmp_path / "val", SID, [(10, 0.9, chair), (1, 0.3, np.arange(3))], n)
+    write_export(tmp_path, [(10, 0.9, chair), (1, 0.3, np.arange(3))], n, scene=SID, tsv=None)
     seg20 = Mask3DExport(str(tmp_path), splits=["val"], label_set="scannet20")
     assert [i.label for i in seg20.predict(scene)] == ["bookshelf", "wall"]
     # an id ScanNet200 does not have (12: a gap of VALID_CLASS_IDS_200), named with file and line
-    _write_export(tmp_path / "val", SID, [(1, 0.9, chair), (12, 0.3, np.arange(3))], n)
+    write_export(tmp_path, [(1, 0.9, chair), (12, 0.3, np.arange(3))], n, scene=SID, tsv=None)
     with pytest.raises(DataError, match=r"line 2: class id 12 is not a ScanNet200 class id"):
         Mask3DExport(str(tmp_path), splits=["val"]).predict(scene)
     # label_set=tsv on a dataset without ScanNet's tsv: the option named

@@ -51,17 +51,21 @@ MASK3D_PREDS = [
 ]
 
 
-def write_mask3d_export(root: Path, preds=MASK3D_PREDS, n: int = N, split: str = "val") -> Path:
+def write_mask3d_export(root: Path, preds=MASK3D_PREDS, n: int = N, split: str = "val", scene: str = SCENE,
+                        tsv: str | None = TSV) -> Path:
+    """A raw Mask3D export of ``scene`` (preds: (class id, score, point ids)) in ``root/split``, and the labels
+    tsv in ``root`` unless ``tsv`` is None."""
     out = root / split
     (out / "pred_mask").mkdir(parents=True, exist_ok=True)
     lines = []
     for k, (class_id, score, ids) in enumerate(preds):
         mask = np.zeros(n, dtype=np.int64)
         mask[ids] = 1
-        np.savetxt(out / "pred_mask" / f"{SCENE}_{k}.txt", mask, fmt="%d")
-        lines.append(f"pred_mask/{SCENE}_{k}.txt {class_id} {score:.6f}")
-    (out / f"{SCENE}.txt").write_text("\n".join(lines) + "\n")
-    (root / "scannetv2-labels.combined.tsv").write_text(TSV)
+        np.savetxt(out / "pred_mask" / f"{scene}_{k}.txt", mask, fmt="%d")
+        lines.append(f"pred_mask/{scene}_{k}.txt {class_id} {score:.6f}")
+    (out / f"{scene}.txt").write_text("\n".join(lines) + "\n")
+    if tsv is not None:
+        (root / "scannetv2-labels.combined.tsv").write_text(tsv)
     return out
 
 
