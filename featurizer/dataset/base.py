@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featurizer.errors import ConfigError
+import numpy as np
+
+from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Scene
 
 
@@ -49,10 +51,31 @@ class SceneReader:
         except (AttributeError, KeyError):
             raise ConfigError("dataset.scenes", f"{scene_id} is not a scene of this run") from None
 
-    def split_scenes(self, split: str, required: bool) -> list[str] | None:
-        """The scenes the split file of ``split`` lists; None when it is missing and not ``required``
-        (DataError naming the file when a required one is missing or empty). Used by :meth:`assign_splits`."""
+    # what split files are called in messages: the dataset's name, what a file lists, how to do without one
+    title = "dataset"
+    split_unit = "scenes"
+    split_hint = "pass dataset.split_dir=... or dataset.scenes=[...]"
+
+    def split_file(self, split: str) -> Path:
+        """The path of the split file of ``split``."""
         raise NotImplementedError
+
+    def split_scenes(self, split: str, required: bool) -> list[str] | None:
+        """The ids the split file of ``split`` lists (:meth:`split_file`); None when it is missing and not
+        ``required``. DataError naming ``dataset.root`` when that folder is missing (the file under it
+        would be reported instead), else the file when a required one is missing or empty. Used by
+        :meth:`assign_splits`."""
+        path = self.split_file(split)
+        if not path.is_file():
+            if not required:
+                return None
+            if not self.root.is_dir():
+                raise DataError(self.root, f"{self.title} root folder not found (dataset.root)")
+            raise DataError(path, f"split file not found ({self.split_hint})")
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if required and not ids:
+            raise DataError(path, f"split file lists no {self.split_unit}")
+        return ids
 
     def assign_splits(self, scenes: list[str] | str | None) -> dict[str, str]:
         """Scene id -> split, in run order: the split files' scenes (split order, then file order; a scene
@@ -75,7 +98,8 @@ class SceneReader:
         if root is None or str(root) in ("", "???"):
             raise ConfigError("dataset.root", f"the {what} folder is not set: pass dataset.root=/path")
         if frames is not None and frames not in frame_modes:
-            raise ConfigError("dataset.frames", f"unknown mode {frames!r}; choose one of {', '.join(frame_modes)}")
+            raise ConfigError("dataset.frames",
+                              f"unknown mode {frames!r}; choose one of {', '.join(frame_modes)}")
         if int(frame_stride) < 1:
             raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
         if max_frames is not None and int(max_frames) < 1:
@@ -120,6 +144,18 @@ class SceneReader:
         """The files :meth:`load` reads for ``scene_id`` (fingerprinted by the stage cache,
         :mod:`featurizer.store`); with ``frames`` False, only those the 3D stage needs (no frames)."""
         raise NotImplementedError
+
+    def make_scene(self, scene_id: str, points, colors, instances: list, frames: list, notes: list[str],
+                   axis_align=None) -> Scene:
+        """The loaded :class:`Scene` of ``scene_id`` (its split from :meth:`split_of`; ``axis_align`` None:
+        identity), each of ``notes`` warned once, the frames of non-finite poses dropped."""
+        scene = Scene(scene_id=scene_id, points=points, colors=colors,
+                      axis_align=np.eye(4) if axis_align is None else axis_align, instances=instances,
+                      frames=frames, split=self.split_of(scene_id))
+        for note in notes:
+            scene.warn(note)
+        scene.drop_non_finite_poses()
+        return scene
 
     def gt_object_count(self, scene_id: str) -> int:
         """How many ground-truth objects the scene has, read cheaply before long work (0 without GT); the

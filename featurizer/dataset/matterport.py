@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import _frame_size, _shown, read_json, read_ply_header, read_seg_indices
+from featurizer.dataset.scannet import _frame_size, _shown, read_json, read_ply_header, read_seg_groups
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -234,6 +234,7 @@ class MatterportReader(SceneReader):
     """
 
     name = "matterport"
+    title, split_unit = "Matterport3D", "houses"
 
     def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | None = None,
                  split_dir: str | None = None, category_tsv: str | None = None, label_column: str = "mpcat40",
@@ -262,17 +263,7 @@ class MatterportReader(SceneReader):
     def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
         house_split: dict[str, str] = {}
         for split in self.splits:
-            path = self.split_file(split)
-            if not path.is_file():
-                if scenes is None:
-                    if not self.root.is_dir():
-                        raise DataError(self.root, "Matterport3D root folder not found (dataset.root)")
-                    raise DataError(path, "split file not found (pass dataset.split_dir or dataset.scenes)")
-                continue
-            houses = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-            if scenes is None and not houses:
-                raise DataError(path, "split file lists no houses")
-            for house in houses:
+            for house in self.split_scenes(split, required=scenes is None) or []:
                 house_split.setdefault(house, split)
         if scenes is not None:
             return {s: house_split.get(parse_scene_id(s)[0], self.splits[0]) for s in scenes}
@@ -397,12 +388,8 @@ class MatterportReader(SceneReader):
         for a, b in ((fsegs, semseg), (semseg, fsegs)):
             if not a.is_file():
                 raise DataError(a, f"not found, but {b.name} is: ground truth needs both")
-        seg = read_seg_indices(fsegs, num_faces, f"the region mesh has {num_faces} faces")
-        sem = read_json(semseg)
-        groups = sem.get("segGroups") if isinstance(sem, dict) else None
-        if not isinstance(groups, list):
-            raise DataError(semseg, "no 'segGroups' list")
-        uniq, inverse = np.unique(seg, return_inverse=True)
+        uniq, inverse, groups = read_seg_groups(fsegs, semseg, num_faces,
+                                                f"the region mesh has {num_faces} faces")
         owner = np.full(len(uniq), -1, dtype=np.int64)
         labels, shared = [], 0
         for i, g in enumerate(groups):
@@ -448,12 +435,7 @@ class MatterportReader(SceneReader):
                               label=(table or {}).get(raw, raw) or raw, gt_object_id=i)
                      for i, raw in enumerate(raw_labels)]
         frames = self._frames(scene_id, points, notes) if self.frames != "none" else []
-        scene = Scene(scene_id=scene_id, points=points, colors=colors, axis_align=np.eye(4),
-                      instances=instances, frames=frames, split=self.split_of(scene_id))
-        for note in notes:
-            scene.warn(note)
-        scene.drop_non_finite_poses()
-        return scene
+        return self.make_scene(scene_id, points, colors, instances, frames, notes)
 
     def _frames(self, scene_id: str, points: np.ndarray, notes: list[str]) -> list[Frame]:
         house, region = parse_scene_id(scene_id)

@@ -291,12 +291,7 @@ class NerfstudioReader(SceneReader):
         inst_path = d / self.instances
         instances = self._read_instances(inst_path, len(points)) if inst_path.is_file() else []
         frames = self._frames(meta, path, d, notes)
-        scene = Scene(scene_id=scene_id, points=points, colors=colors, instances=instances, frames=frames,
-                      split=self.split_of(scene_id))
-        for note in notes:
-            scene.warn(note)
-        scene.drop_non_finite_poses()
-        return scene
+        return self.make_scene(scene_id, points, colors, instances, frames, notes)
 
     @staticmethod
     def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -206,6 +206,7 @@ class RScanReader(SceneReader):
     """
 
     name = "3rscan"
+    title, split_unit = "3RScan", "scans"
 
     def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | str | None = None,
                  split_dir: str | None = None, frames: str = "sequence", frame_stride: int = 1,
@@ -227,18 +228,8 @@ class RScanReader(SceneReader):
         self._split_of = self.assign_splits(scenes)
         self.scene_ids = list(self._split_of)
 
-    def split_scenes(self, split: str, required: bool) -> list[str] | None:
-        path = self.split_dir / f"{split}.txt"
-        if not path.is_file():
-            if not required:
-                return None
-            if not self.root.is_dir():
-                raise DataError(self.root, "3RScan root folder not found (dataset.root)")
-            raise DataError(path, "split file not found (pass dataset.split_dir=... or dataset.scenes=[...])")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if required and not ids:
-            raise DataError(path, "split file lists no scans")
-        return ids
+    def split_file(self, split: str) -> Path:
+        return self.split_dir / f"{split}.txt"
 
     # ------------------------------------------------------------------ paths and cheap reads
     def scene_dir(self, scene_id: str) -> Path:
@@ -385,12 +376,7 @@ class RScanReader(SceneReader):
             colors = sample_texture(self._texture(d / OBJ_NAME, obj["mtllib"]), obj, notes)
         instances = self._instances(d, obj["vertices"], notes)
         frames = self._frames(scene_id, notes) if self.frames == "sequence" else []
-        scene = Scene(scene_id=scene_id, points=points, colors=colors, axis_align=np.eye(4),
-                      instances=instances, frames=frames, split=self.split_of(scene_id))
-        for note in notes:
-            scene.warn(note)
-        scene.drop_non_finite_poses()
-        return scene
+        return self.make_scene(scene_id, points, colors, instances, frames, notes)
 
     @staticmethod
     def _texture(obj_path: Path, mtllib: str | None) -> np.ndarray:

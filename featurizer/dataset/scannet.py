@@ -113,6 +113,20 @@ def read_seg_indices(path: Path, expected: int, of: str) -> np.ndarray:
     return seg
 
 
+def read_seg_groups(seg_path: Path, groups_path: Path, expected: int,
+                    of: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """A segments json (:func:`read_seg_indices`) and the json of its ``segGroups`` (ScanNet's aggregation,
+    ScanNet++'s segments_anno, Matterport's semseg): the sorted unique segment ids, each element's index
+    into them, and the ``segGroups`` list (DataError naming ``groups_path`` when it has none)."""
+    seg = read_seg_indices(seg_path, expected, of)
+    data = read_json(groups_path)
+    groups = data.get("segGroups") if isinstance(data, dict) else None
+    if not isinstance(groups, list):
+        raise DataError(groups_path, "no 'segGroups' list")
+    uniq, inverse = np.unique(seg, return_inverse=True)
+    return uniq, inverse, groups
+
+
 def read_meta(path: Path) -> dict[str, str]:
     """``key = value`` lines of a ScanNet meta ``<scene>.txt``; {} when the file does not exist."""
     if not path.is_file():
@@ -285,6 +299,7 @@ class ScanNetReader(SceneReader):
     """
 
     name = "scannet"
+    title = "ScanNet"
 
     def __init__(
         self,
@@ -318,21 +333,6 @@ class ScanNetReader(SceneReader):
 
     def split_file(self, split: str) -> Path:
         return self.split_dir / f"scannetv2_{split}.txt"
-
-    def split_scenes(self, split: str, required: bool) -> list[str] | None:
-        """The scenes the split file of ``split`` lists; None when it is missing and not ``required``.
-        DataError naming the root folder or the file when a required file is missing or empty."""
-        path = self.split_file(split)
-        if not path.is_file():
-            if not required:
-                return None
-            if not self.root.is_dir():  # named first: the split file under it would be reported instead
-                raise DataError(self.root, "ScanNet root folder not found (dataset.root)")
-            raise DataError(path, "split file not found (pass dataset.split_dir=... or dataset.scenes=[...])")
-        scene_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if required and not scene_ids:
-            raise DataError(path, "split file lists no scenes")
-        return scene_ids
 
     # ------------------------------------------------------------------ paths
     def scene_dir(self, scene_id: str) -> Path:
@@ -489,19 +489,8 @@ class ScanNetReader(SceneReader):
             notes.append("no axisAlignment: identity")
         instances = self._read_instances(d, scene_id, len(points), notes)
         frames, frame_notes = self._load_frames(scene_id, meta, meta_path)
-        scene = Scene(
-            scene_id=scene_id,
-            points=points,
-            colors=colors,
-            axis_align=align,
-            instances=instances,
-            frames=frames,
-            split=self.split_of(scene_id),
-        )
-        for note in notes + frame_notes:
-            scene.warn(note)
-        scene.drop_non_finite_poses()
-        return scene
+        return self.make_scene(scene_id, points, colors, instances, frames, notes + frame_notes,
+                               axis_align=align)
 
     def _read_mesh(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) float32 xyz and (N, 3) uint8 rgb of the mesh vertices, read column-wise."""
@@ -568,12 +557,8 @@ class ScanNetReader(SceneReader):
         if not _has_ground_truth(d, scene_id):
             return np.zeros(0, dtype=np.int64), []
         agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-        seg = read_seg_indices(segs_path, num_points, f"the mesh has {num_points} vertices")
-        agg = read_json(agg_path)
-        groups = agg.get("segGroups") if isinstance(agg, dict) else None
-        if not isinstance(groups, list):
-            raise DataError(agg_path, "no 'segGroups' list")
-        uniq, inverse = np.unique(seg, return_inverse=True)
+        uniq, inverse, groups = read_seg_groups(segs_path, agg_path, num_points,
+                                                f"the mesh has {num_points} vertices")
         out = []
         for i, g in enumerate(groups):
             try:

@@ -66,7 +66,7 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
-                                        _shown, read_json, read_ply_header, read_seg_indices)
+                                        _shown, read_json, read_ply_header, read_seg_groups)
 from featurizer.errors import ConfigError, DataError
 from featurizer.scene import Frame, Instance, Scene
 
@@ -345,6 +345,7 @@ class ScanNetPPReader(SceneReader):
     """
 
     name = "scannetpp"
+    title, split_hint = "ScanNet++", "or pass dataset.scenes=[...]"
 
     def __init__(self, root: str, splits: list[str] | str = ("val",), scenes: list[str] | None = None,
                  frames: str = "iphone", frame_stride: int = 1, max_frames: int | None = None,
@@ -372,19 +373,6 @@ class ScanNetPPReader(SceneReader):
 
     def split_file(self, split: str) -> Path:
         return self.root / "splits" / f"{SPLIT_FILES.get(split, split)}.txt"
-
-    def split_scenes(self, split: str, required: bool) -> list[str] | None:
-        path = self.split_file(split)
-        if not path.is_file():
-            if not required:
-                return None
-            if not self.root.is_dir():
-                raise DataError(self.root, "ScanNet++ root folder not found (dataset.root)")
-            raise DataError(path, "split file not found (or pass dataset.scenes=[...])")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not ids:
-            raise DataError(path, "split file lists no scenes")
-        return ids
 
     def scene_dir(self, scene_id: str) -> Path:
         d = self.root / "data" / scene_id
@@ -474,12 +462,8 @@ class ScanNetPPReader(SceneReader):
             return []
         if not seg_path.is_file():
             raise DataError(seg_path, f"not found, but {anno_path.name} is: instances need both")
-        seg = read_seg_indices(seg_path, num_points, f"{MESH} has {num_points} vertices")
-        anno = read_json(anno_path)
-        groups = anno.get("segGroups") if isinstance(anno, dict) else None
-        if not isinstance(groups, list):
-            raise DataError(anno_path, "no 'segGroups' list")
-        uniq, inverse = np.unique(seg, return_inverse=True)
+        uniq, inverse, groups = read_seg_groups(seg_path, anno_path, num_points,
+                                                f"{MESH} has {num_points} vertices")
         out = []
         for i, g in enumerate(groups):
             try:
@@ -550,12 +534,7 @@ class ScanNetPPReader(SceneReader):
         instances = [Instance(point_ids=ids, label=label, gt_object_id=object_id)
                      for label, object_id, ids in groups if label is not None]
         frames, notes = ([], []) if self.frames == "none" else self._load_frames(d)
-        scene = Scene(scene_id=scene_id, points=points, colors=colors, axis_align=np.eye(4),
-                      instances=instances, frames=frames, split=self.split_of(scene_id))
-        for note in notes:
-            scene.warn(note)
-        scene.drop_non_finite_poses()
-        return scene
+        return self.make_scene(scene_id, points, colors, instances, frames, notes)
 
     def _load_frames(self, d: Path) -> tuple[list[Frame], list[str]]:
         """The posed frames with both images, every ``frame_stride``-th; colour resized to the depth size."""
