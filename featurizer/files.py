@@ -26,10 +26,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from featurizer.errors import DataError
+
 _HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 # .<name>.<host>-<pid>-<8 hex>.tmp ; the name may hold dots, the host has none
 _TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
 STALE_AFTER_S = 24 * 3600.0  # a temporary file of another host is taken as abandoned after a day
+
+
+def read_json(path: Path, missing: str = "file not found", expect: type | None = None):
+    """A JSON file's content; DataError naming the file when it is missing (the problem: ``missing``),
+    unreadable, not JSON, or, with ``expect``, not a value of that type (``dict``: a JSON object)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(path, missing) from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON: {e}") from None
+    if expect is not None and not isinstance(data, expect):
+        raise DataError(path, f"must hold a JSON {'object' if expect is dict else expect.__name__}, holds "
+                              f"{type(data).__name__}")
+    return data
 
 
 def temporary_path(path: Path) -> Path:

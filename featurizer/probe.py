@@ -12,7 +12,6 @@ Pure numpy/torch (no sklearn); every result is deterministic.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from featurizer.errors import DataError
-from featurizer.files import atomic_write_json
+from featurizer.files import atomic_write_json, read_json
 from featurizer.ptfile import load_pt
 
 log = logging.getLogger(__name__)
@@ -282,17 +281,9 @@ def match_to_gt(pred_locs, gt_locs, threshold: float = 0.5) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot be read as JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise DataError(path, f"must hold a JSON object, holds {type(data).__name__}")
-    return data
+def read_json_object(path: Path) -> dict:
+    """A run's JSON file (summary, metrics, timings) as a dict; DataError naming the file otherwise."""
+    return read_json(path, "not found", expect=dict)
 
 
 def _load_pt(path: Path, what: str) -> dict:
@@ -448,7 +439,7 @@ def probe_run(run_dir, **kwargs) -> dict:
     returns ``<run_dir>/metrics.json``. kwargs: those of :func:`probe`."""
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
-    summary = read_json(summary_path)
+    summary = read_json_object(summary_path)
     if summary.get("status") != "ok":
         raise DataError(summary_path, f"run status is {summary.get('status')!r}: {summary.get('error')}")
     files = summary.get("files")

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 
 from featurizer.errors import DataError
 from featurizer.files import atomic, atomic_write_text
-from featurizer.probe import METRIC_NAMES, MODALITIES, probe_run, read_json
+from featurizer.probe import METRIC_NAMES, MODALITIES, probe_run, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
         row["error"] = "no summary.json (the job did not finish)"
     else:
         try:
-            summary = read_json(summary_path)
+            summary = read_json_object(summary_path)
         except DataError as e:
             row["error"] = str(e)
     if summary is not None:
@@ -96,7 +96,7 @@ def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
     if row["status"] == "ok":
         if metrics_path.is_file():
             try:
-                metrics = read_json(metrics_path)
+                metrics = read_json_object(metrics_path)
             except DataError as e:
                 row["error"] = str(e)
         elif probe_missing:
@@ -107,7 +107,7 @@ def _job_row(sweep_dir: Path, job: Path, probe_missing: bool) -> dict[str, Any]:
     for name in METRIC_NAMES + ("chance", "coverage_3d", "coverage_2d"):
         row[name] = metrics.get(name)
     timings_path = job / "timings.json"  # written next to summary.json (times apart, for checksums)
-    timings = read_json(timings_path) if timings_path.is_file() else {}
+    timings = read_json_object(timings_path) if timings_path.is_file() else {}
     row["time_s"] = timings.get("total")
     row["scenes"] = (summary or {}).get("scenes")
     row["instances"] = (summary or {}).get("instances")

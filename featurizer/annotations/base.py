@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import random
 from pathlib import Path
 
@@ -11,18 +10,14 @@ import numpy as np
 
 from featurizer.annotations.match import as_locs, best_pred, iou_matrix
 from featurizer.errors import DataError
+from featurizer.files import read_json
 
 SPLITS = ("train", "val")
 
 
-def read_json(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "input file not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON: {e}") from None
+def read_input(path: Path):
+    """An annotation input JSON file's content (DataError naming the file when missing or not JSON)."""
+    return read_json(path, "input file not found")
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -98,7 +93,7 @@ class Builder:
     def read(self, root: Path, split: str) -> tuple[Path, list[tuple[int, dict]]]:
         """(the file named in messages, [(record index in that file, record)]) of ``split``."""
         path = self.split_inputs(root, split)[0]
-        data = read_json(path)
+        data = read_input(path)
         if not isinstance(data, list):
             raise DataError(path, "expected a JSON list of records")
         return path, list(enumerate(data))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featurizer.annotations.base import Builder, finish_stats, new_stats, read_json
+from featurizer.annotations.base import Builder, finish_stats, new_stats, read_input
 from featurizer.annotations.match import QA_SUFFIX
 from featurizer.annotations.scanqa import answer_caption
 from featurizer.errors import DataError
@@ -36,7 +36,7 @@ class SQA3D(Builder):
 
     def read(self, root: Path, split: str):
         anno_path, question_path = self.split_inputs(root, split)
-        annos, questions = read_json(anno_path), read_json(question_path)
+        annos, questions = read_input(anno_path), read_input(question_path)
         for path, data, key in ((anno_path, annos, "annotations"), (question_path, questions, "questions")):
             if not isinstance(data, dict) or not isinstance(data.get(key), list):
                 raise DataError(path, f"expected a JSON object with a '{key}' list")

@@ -47,8 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import _frame_size, _shown, read_json, read_ply_header, read_seg_groups
+from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header, read_seg_groups
 from featurizer.errors import ConfigError, DataError
+from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
 
 DEPTH_SCALE = 4000.0  # undistorted depth pngs: 0.25 mm per unit

@@ -33,7 +33,6 @@ is +Z up by nerfstudio's convention, so ``axis_align`` is the identity.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header
 from featurizer.dataset.undistort import FISHEYE, RADTAN, Undistortion
 from featurizer.errors import ConfigError, DataError
+from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
 
 TRANSFORMS = "transforms.json"
@@ -146,12 +146,7 @@ class NerfstudioReader(SceneReader):
     # ------------------------------------------------------------------ transforms.json
     def _meta(self, scene_id: str) -> tuple[Path, dict]:
         path = self.capture_dir(scene_id) / TRANSFORMS
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(path, "not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(path, f"not valid JSON: {e}") from None
+        meta = read_json(path, "not found")
         if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
             raise DataError(path, "no 'frames' list")
         return path, meta

@@ -36,7 +36,6 @@ Conventions converted here:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -47,6 +46,7 @@ from featurizer.dataset.base import SceneReader
 from featurizer.dataset.label_sets import label_table
 from featurizer.dataset.scannet import _read_pose, _shown, read_meta, read_ply_header
 from featurizer.errors import ConfigError, DataError
+from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
 
 OBJ_NAME = "mesh.refined.v2.obj"
@@ -289,10 +289,7 @@ class RScanReader(SceneReader):
             raise DataError(absent, f"not found, but {present.name} is: ground truth needs both")
         if not semseg.is_file():
             return None
-        try:
-            groups = json.loads(semseg.read_text(encoding="utf-8")).get("segGroups")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise DataError(semseg, f"not a valid JSON object: {e}") from None
+        groups = read_json(semseg, expect=dict).get("segGroups")
         if not isinstance(groups, list):
             raise DataError(semseg, "no 'segGroups' list")
         out = []

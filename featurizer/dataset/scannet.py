@@ -25,7 +25,6 @@ alignment and no instances. Before a run, :meth:`ScanNetReader.check_scene` (the
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -37,6 +36,7 @@ from featurizer.dataset.base import SceneReader
 from featurizer.dataset.label_sets import NYU40, SCANNET200, label_table
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import DataError
+from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
 
 PLY_SUFFIX = "_vh_clean_2.ply"
@@ -87,17 +87,6 @@ def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
             elif words[0] == "property" and current == "vertex" and len(words) >= 3:
                 props.append(words[-1])
     raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
-
-
-def read_json(path: Path):
-    """A JSON file's content; DataError naming the file when it is missing or not JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, f"not valid JSON: {e}") from None
 
 
 def read_seg_indices(path: Path, expected: int, of: str) -> np.ndarray:

@@ -66,8 +66,9 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
-                                        _shown, read_json, read_ply_header, read_seg_groups)
+                                        _shown, read_ply_header, read_seg_groups)
 from featurizer.errors import ConfigError, DataError
+from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
 
 MESH = "scans/mesh_aligned_0.05.ply"
