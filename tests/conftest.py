@@ -44,3 +44,17 @@ def run_featurizer(*overrides: str, root: Path, multirun: bool = False, check: b
 def data_dir(tmp_path_factory) -> Path:
     """One folder of generated synthetic scenes shared by every end-to-end test of the session."""
     return tmp_path_factory.mktemp("data")
+
+
+def demo_2d(*scenes) -> list:
+    """``run_2d`` of each scene with the demo's 2D parts (``conf/encoder2d/tiny.yaml``, a fresh
+    ``conf/fusion/mask_pool.yaml`` per scene): what the reader tests compare across layouts."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from featurizer.stage2d import run_2d
+
+    encoder = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
+    fusion = OmegaConf.load(CONF / "fusion" / "mask_pool.yaml")
+    return [run_2d(scene, encoder, hydra.utils.instantiate(fusion)) for scene in scenes]
+

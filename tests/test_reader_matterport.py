@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import demo_2d
 from featurizer.dataset.matterport import GL_TO_CV, MatterportReader, faces_to_vertices, read_house
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader
@@ -198,11 +199,6 @@ def test_the_house_file_assigns_frames_where_the_margin_heuristic_is_wrong(copy)
 
 # ------------------------------------------------------------------ two layouts, one scene
 def test_2d_features_equal_the_scannet_layouts(mp_root, tmp_path):
-    import hydra
-    from omegaconf import OmegaConf
-
-    from featurizer.stage2d import run_2d
-
     root, _ = mp_root
     generate_dataset(tmp_path, num_scenes=1, frames_per_scene=FRAMES, seed=SEED, image_size=(W, H),
                      num_objects=OBJECTS, split="val")
@@ -211,10 +207,7 @@ def test_2d_features_equal_the_scannet_layouts(mp_root, tmp_path):
     np.testing.assert_array_equal(scannet.points, matterport.points)
     for a, b in zip(scannet.instances, matterport.instances):
         np.testing.assert_array_equal(a.point_ids, b.point_ids)
-    enc = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
-    fusion = OmegaConf.load(CONF / "fusion" / "mask_pool.yaml")
-    a = run_2d(scannet, enc, hydra.utils.instantiate(fusion))
-    b = run_2d(matterport, enc, hydra.utils.instantiate(fusion))
+    a, b = demo_2d(scannet, matterport)
     assert len(a.features) >= 6 and a.features.keys() == b.features.keys()
     # colour is the same JPEG; the layouts differ in depth quantisation (1 mm vs 0.25 mm) and pose text
     # digits (9 vs 17), so a few points at the depth test's edge differ: measured max |a - b| / |a| = 2.3e-3

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONF
+from conftest import CONF, demo_2d
 from featurizer.dataset.frames import UNREADABLE, read_frame_checked
 from featurizer.dataset.nerfstudio import TRANSFORMS, NerfstudioReader
 from featurizer.dataset.render import render_mesh
@@ -155,24 +155,14 @@ def test_projection_round_trip_and_each_wrong_convention_fails(captures, sid):
 
 # ------------------------------------------------------------------ the two layouts agree
 def test_2d_features_equal_those_of_the_scannet_layout(captures, tmp_path):
-    import hydra
-    from omegaconf import OmegaConf
-
-    from featurizer.stage2d import run_2d
-
     root, model, _ = captures
     truth = generate_scene(tmp_path, "scene0000_00", np.random.default_rng(SEED), **SMALL)
     np.testing.assert_array_equal(truth["vertices_raw"], model.raw_vertices)  # the same scene model
     write_labels_tsv(tmp_path / "scannetv2-labels.combined.tsv")
     (tmp_path / "scannetv2_val.txt").write_text("scene0000_00\n")
     scannet = ScanNetReader(str(tmp_path)).load("scene0000_00")
-    enc2d = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
-    results = []
-    for sid in (None, "full", "record3d"):
-        scene = scannet if sid is None else NerfstudioReader(str(root), scenes=[sid]).load(sid)
-        fusion = hydra.utils.instantiate(OmegaConf.load(CONF / "fusion" / "mask_pool.yaml"))
-        results.append(run_2d(scene, enc2d, fusion))
-    ref, same_size, half_depth = results
+    ref, same_size, half_depth = demo_2d(scannet, *(NerfstudioReader(str(root), scenes=[sid]).load(sid)
+                                                   for sid in ("full", "record3d")))
     assert len(ref.features) >= 6 and ref.features.keys() == same_size.features.keys()
     for i, feat in ref.features.items():
         # measured: max |difference| 0 (the same pixels: nerfstudio's +0.5 pixel centres undone exactly;

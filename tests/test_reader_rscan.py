@@ -15,7 +15,7 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from conftest import CONF
+from conftest import CONF, demo_2d
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.rscan import INFO, LABELS_PLY, OBJ_NAME, SEMSEG, RScanReader, pose_name
 from featurizer.dataset.scannet import ScanNetReader
@@ -192,11 +192,6 @@ def test_projection_round_trip_and_each_wrong_convention_fails(written):
 
 # ------------------------------------------------------------------ two layouts, one scene
 def test_2d_features_agree_with_the_scannet_layout(written, tmp_path):
-    import hydra
-    from omegaconf import OmegaConf
-
-    from featurizer.stage2d import run_2d
-
     root, model, _ = written
     gt = generate_scene(tmp_path, "scene0000_00", np.random.default_rng(SEED), num_frames=NUM_FRAMES,
                         image_size=SIZE, num_objects=NUM_OBJECTS)
@@ -206,10 +201,7 @@ def test_2d_features_agree_with_the_scannet_layout(written, tmp_path):
     rscan = RScanReader(str(root)).load(SID)
     for a, b in zip(scannet.instances, rscan.instances):
         np.testing.assert_array_equal(a.point_ids, b.point_ids)
-    enc2d = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
-    fusion = OmegaConf.load(CONF / "fusion" / "mask_pool.yaml")
-    a = run_2d(scannet, enc2d, hydra.utils.instantiate(fusion))
-    b = run_2d(rscan, enc2d, hydra.utils.instantiate(fusion))
+    a, b = demo_2d(scannet, rscan)
     # the two sensors' fields of view differ (3RScan's depth camera: 64 x 39 degrees, rolled; ScanNet's
     # here: 58 x 45), so an object can be seen in other views; compare those seen in as many views in both
     both = a.features.keys() & b.features.keys()

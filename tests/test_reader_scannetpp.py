@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import featurizer.dataset.scannetpp as spp
+from conftest import demo_2d
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannetpp import ScanNetPPReader
 from featurizer.dataset.frames import read_frame_checked
@@ -183,22 +184,13 @@ def test_wrong_conventions_fail_the_round_trip(spp_root, monkeypatch):
 
 # ------------------------------------------------------------------ the same scene in the ScanNet layout
 def test_2d_features_agree_with_the_scannet_layout(spp_root, tmp_path):
-    import hydra
-    from omegaconf import OmegaConf
-
     from featurizer.dataset.scannet import ScanNetReader
     from featurizer.dataset.synthetic.generate import generate_dataset
-    from featurizer.stage2d import run_2d
 
     root, model, _ = spp_root
     gt = generate_dataset(tmp_path, 1, FRAMES, SEED, split="val", image_size=DEPTH, num_objects=OBJECTS)[0]
     np.testing.assert_array_equal(gt["seg_indices"], model.seg)  # the same model
-    enc = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
-    results = []
-    for scene in (ScanNetReader(str(tmp_path)).load(SID), ScanNetPPReader(str(root)).load(SID)):
-        fusion = hydra.utils.instantiate(OmegaConf.load(CONF / "fusion" / "mask_pool.yaml"))
-        results.append(run_2d(scene, enc, fusion))
-    scannet, scannetpp = results
+    scannet, scannetpp = demo_2d(ScanNetReader(str(tmp_path)).load(SID), ScanNetPPReader(str(root)).load(SID))
     common = [i for i in scannet.features if i < len(gt["objects"]) + len(gt["structure"])]
     assert len(common) >= OBJECTS and set(common) <= set(scannetpp.features)
     cos = [float(torch.nn.functional.cosine_similarity(scannet.features[i], scannetpp.features[i], dim=0))
@@ -350,17 +342,10 @@ def test_dslr_wrong_conventions_fail(spp_root, monkeypatch):
 
 
 def test_2d_features_of_dslr_and_iphone_frames_agree(spp_root):
-    import hydra
-    from omegaconf import OmegaConf
-
-    from featurizer.stage2d import run_2d
-
     root, model, truth = spp_root
-    enc = hydra.utils.instantiate(OmegaConf.load(CONF / "encoder2d" / "tiny.yaml")).eval()
     scenes = [ScanNetPPReader(str(root), frames=f).load(SID) for f in ("iphone", "dslr")]
     scenes.append(_transform_matrix_posed(root, truth))
-    fusion = OmegaConf.load(CONF / "fusion" / "mask_pool.yaml")
-    iphone, dslr, wrong = (run_2d(scene, enc, hydra.utils.instantiate(fusion)).features for scene in scenes)
+    iphone, dslr, wrong = (result.features for result in demo_2d(*scenes))
     common = [i for i in range(len(model.objects)) if i in iphone and i in dslr]
     assert len(common) >= OBJECTS - 1
 
