@@ -101,8 +101,8 @@ def format_grounding(stats: list[dict]) -> list[str]:
 def write_pictures(output_dir: Path, records: dict, reader, segmenter, encoder2d, fusion, count: int) -> list[str]:
     """Pictures of the ``count`` best-seen instances of the first scene: chosen views, projected points,
     pooled region and the patch grid actually encoded (featurizer.viz). records: the run's records
-    (:class:`featurizer.writer.RunResult`); the first scene's 2D stage runs again, traced."""
-    from featurizer.viz import draw_instance_views
+    (:class:`featurizer.writer.RunResult`); the first scene's 2D stage runs again once, traced."""
+    from featurizer.viz import draw_instance_views, trace_instances
 
     if not reader.scene_ids:
         return []
@@ -114,10 +114,12 @@ def write_pictures(output_dir: Path, records: dict, reader, segmenter, encoder2d
     if not seen:
         return []
     scene = segmenter.segment(reader.load(scene_id))
+    keys = [key for _, key in seen[:count]]
+    # one traced 2D pass for all the pictures
+    traced = trace_instances(scene, [int(key.rsplit("_", 1)[1]) for key in keys], encoder2d, fusion)
     written = []
-    for _, key in seen[:count]:
-        index = int(key.rsplit("_", 1)[1])
+    for key, (index, views) in zip(keys, traced.items()):
         out = Path(output_dir) / "views" / f"{key}.png"
-        draw_instance_views(scene, index, encoder2d, fusion, out)
+        draw_instance_views(scene, index, encoder2d, fusion, out, traced=views)
         written.append(str(out.relative_to(output_dir)))
     return written

@@ -160,7 +160,7 @@ class WandbRunLogger:
         """Record a job's outcome.
 
         summary: the job's ``summary.json`` dict (optionally with ``feature_stats`` =
-        ``{modality: {"norm_mean": .., "norm_std": ..}}``); metrics: :func:`featurizer.report.probe_run`'s
+        ``{modality: {"norm_mean": .., "norm_std": ..}}``); metrics: :func:`featurizer.probe.probe`'s
         dict or None; records: ``{key: {"2d": {"views": int | list}, ...}}`` validity records or
         None. Scalars (:func:`flatten_summary`) go to the run summary; a histogram of views per
         instance, a one-row table ``counts`` and a table ``missing`` (modality, reason, count) are

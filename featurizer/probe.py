@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from featurizer.annotations.match import iou_matrix
 from featurizer.errors import DataError
 from featurizer.files import atomic_write_json, read_json
 from featurizer.ptfile import load_pt
@@ -233,27 +234,11 @@ def linear_probe_accuracy(
 # ---------------------------------------------------------------------------------------------
 
 
-def box_iou_3d(a, b) -> np.ndarray:
-    """IoU of axis-aligned 3D boxes. a (P, 6), b (G, 6) as (center xyz, size xyz) -> (P, G) float64."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 6)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 6)
-    a_lo, a_hi = a[:, :3] - a[:, 3:] / 2, a[:, :3] + a[:, 3:] / 2
-    b_lo, b_hi = b[:, :3] - b[:, 3:] / 2, b[:, :3] + b[:, 3:] / 2
-    lo = np.maximum(a_lo[:, None], b_lo[None])
-    hi = np.minimum(a_hi[:, None], b_hi[None])
-    inter = np.clip(hi - lo, 0, None).prod(axis=2)
-    vol_a = np.clip(a[:, 3:], 0, None).prod(axis=1)
-    vol_b = np.clip(b[:, 3:], 0, None).prod(axis=1)
-    union = vol_a[:, None] + vol_b[None] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return iou
-
-
 def match_to_gt(pred_locs, gt_locs, threshold: float = 0.5) -> np.ndarray:
     """Greedy one-to-one matching of predicted to ground-truth boxes by 3D IoU.
 
     pred_locs: (P, 6), gt_locs: (G, 6) aligned boxes (center xyz, size xyz).
+    IoU is Chat-Scene's (:func:`featurizer.annotations.match.iou_matrix`, as the grounding upper bound's).
     Pairs with IoU >= ``threshold`` are taken highest IoU first (ties: lower prediction index,
     then lower GT index), each prediction and each GT box at most once.
     Returns (P,) int64: the matched GT index, or -1.
@@ -263,7 +248,7 @@ def match_to_gt(pred_locs, gt_locs, threshold: float = 0.5) -> np.ndarray:
     match = np.full(len(pred), -1, dtype=np.int64)
     if len(pred) == 0 or len(gt) == 0:
         return match
-    iou = box_iou_3d(pred, gt)
+    iou = iou_matrix(pred, gt)
     order = np.argsort(-iou, axis=None, kind="stable")  # row-major: ties keep (pred, gt) order
     gt_used = np.zeros(len(gt), dtype=bool)
     for flat in order:

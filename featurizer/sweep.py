@@ -37,6 +37,12 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: _natural_key(p.relative_to(sweep_dir).as_posix()))
 
 
+def _override(item) -> tuple[str, str | None]:
+    """(key, value) of a Hydra override ``[+~]key=value``; value None for one without ``=``."""
+    key, sep, value = str(item).partition("=")
+    return key.lstrip("+~"), value if sep else None
+
+
 def _read_yaml(path: Path) -> Any:
     import yaml
 
@@ -65,11 +71,10 @@ def _job_choices(job: Path, summary: dict | None) -> tuple[dict[str, str], list[
             choices[str(group)] = str(option)
     overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
     if isinstance(overrides, list):
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if sep:
-                choices[key.lstrip("+~")] = value
-                overridden.append(key.lstrip("+~"))
+        for key, value in map(_override, overrides):
+            if value is not None:
+                choices[key] = value
+                overridden.append(key)
     return choices, overridden
 
 
@@ -293,10 +298,10 @@ def shard_groups(sweep_dir: Path) -> dict[tuple[str, ...], list[Path]]:
     groups: dict[tuple[str, ...], list[Path]] = {}
     for job in _job_dirs(sweep_dir):
         overrides = [str(o) for o in (_read_yaml(job / ".hydra" / "overrides.yaml") or [])]
-        num = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == "num_shards"]
+        num = [value for key, value in map(_override, overrides) if key == "num_shards" and value is not None]
         if not num or not num[-1].isdigit() or int(num[-1]) < 2:
             continue
-        key = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("shard", "merge_only"))
+        key = tuple(o for o in overrides if _override(o)[0] not in ("shard", "merge_only"))
         groups.setdefault(key, []).append(job)
     return groups
 

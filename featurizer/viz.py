@@ -20,32 +20,38 @@ def _device_of(module) -> torch.device:
         return torch.device("cpu")
 
 
-def trace_instance(scene: Scene, index: int, encoder2d, fusion,
-                   **run_kwargs) -> tuple[list[ViewTrace], dict]:
-    """Run the 2D stage for instance ``index`` alone with tracing on. Returns the
+def trace_instances(scene: Scene, indices: list[int], encoder2d, fusion,
+                    **run_kwargs) -> dict[int, tuple[list[ViewTrace], dict]]:
+    """Run the 2D stage once for instances ``indices`` alone, with tracing on. Returns, per index, the
     :class:`~featurizer.fusion.base.ViewTrace` of every view that sees it and the instance's record."""
     from featurizer.stage2d import run_2d
 
     sub = Scene(scene.scene_id, scene.points, scene.colors, scene.axis_align,
-                instances=[scene.instances[index]], frames=scene.frames, split=scene.split)
+                instances=[scene.instances[i] for i in indices], frames=scene.frames, split=scene.split)
     old = fusion.trace
-    fusion.trace = {0}
+    fusion.trace = set(range(len(indices)))
     try:
         run_kwargs.setdefault("device", _device_of(encoder2d))
         result = run_2d(sub, encoder2d, fusion, **run_kwargs)
-        traces = fusion.traces.get(0, [])
+        return {index: (fusion.traces.get(j, []), result.records[j]) for j, index in enumerate(indices)}
     finally:
         fusion.trace = old
         fusion.traces = {}
-    return traces, result.records[0]
+
+
+def trace_instance(scene: Scene, index: int, encoder2d, fusion,
+                   **run_kwargs) -> tuple[list[ViewTrace], dict]:
+    """:func:`trace_instances` of one instance: its traces and its record."""
+    return trace_instances(scene, [index], encoder2d, fusion, **run_kwargs)[index]
 
 
 def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: str | Path,
-                        max_views: int = 4) -> Path:
+                        max_views: int = 4, traced: tuple[list[ViewTrace], dict] | None = None) -> Path:
     """Write a PNG of instance ``index``'s chosen views (the heaviest first, at most ``max_views``):
     the frame, the instance's projected visible points (green), the pooled region (red: patch cells,
     shaded by weight, or the reference's box; yellow: the hull), and the encoded region with its
-    patch grid (cyan). Views that were not kept are shown (titled so) when none was kept."""
+    patch grid (cyan). Views that were not kept are shown (titled so) when none was kept.
+    traced: the instance's (traces, record) from :func:`trace_instances`; by default traced here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +60,7 @@ def draw_instance_views(scene: Scene, index: int, encoder2d, fusion, out_png: st
 
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    traces, record = trace_instance(scene, index, encoder2d, fusion)
+    traces, record = traced or trace_instance(scene, index, encoder2d, fusion)
     kept = sorted((t for t in traces if t.kept), key=lambda t: -t.weight)
     shown = kept[:max_views] if kept else sorted(traces, key=lambda t: -len(t.u))[:max_views]
     total = sum(t.weight for t in kept) or 1.0

@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from featurizer.errors import FeaturizerError
-from featurizer.files import atomic_save, atomic_write_text
+from featurizer.files import atomic_save, atomic_write_json, atomic_write_text
 from featurizer.store import StageStore
 
 
@@ -259,5 +259,5 @@ def write_summary(summary: dict, output_dir: Path) -> None:
     ``timings.json`` (seconds per stage, the start time)."""
     output_dir = Path(output_dir)
     rest = {k: v for k, v in summary.items() if k != "timings"}
-    atomic_write_text(json.dumps(rest, indent=2) + "\n", output_dir / "summary.json")
-    atomic_write_text(json.dumps(summary.get("timings", {}), indent=2) + "\n", output_dir / "timings.json")
+    atomic_write_json(rest, output_dir / "summary.json")
+    atomic_write_json(summary.get("timings", {}), output_dir / "timings.json")

@@ -545,3 +545,23 @@ def test_traces_describe_the_views_used(scene, name):
         run_2d(Scene(scene.scene_id, scene.points, scene.colors, instances=[scene.instances[i]],
                      frames=scene.frames), ProcessorFake(), topk, frame_batch=4)
         assert sorted(t.position for t in kept) == sorted(topk.chosen_frames()[0])
+
+
+@pytest.mark.parametrize("name", ["paper", "topk_views"])
+def test_one_traced_pass_for_several_instances_equals_one_pass_each(scene, name):
+    """featurizer.viz.trace_instances (the run's pictures: one 2D pass for all of them) gives each
+    instance the traces and record that tracing it alone gives (its visible pixels in another order)."""
+    from featurizer.viz import trace_instance, trace_instances
+
+    indices = [5, 1, 3]
+    together = trace_instances(scene, indices, ProcessorFake(), STRATEGIES[name](), frame_batch=4)
+    assert list(together) == indices
+    for i in indices:
+        traces, record = trace_instance(scene, i, ProcessorFake(), STRATEGIES[name](), frame_batch=4)
+        got, got_record = together[i]
+        assert got_record == record and traces and len(got) == len(traces)
+        for a, b in zip(got, traces):
+            assert (a.position, a.kept, a.weight, a.note) == (b.position, b.kept, b.weight, b.note)
+            assert sorted(zip(a.u.tolist(), a.v.tolist())) == sorted(zip(b.u.tolist(), b.v.tolist()))
+            np.testing.assert_array_equal(a.regions, b.regions)
+            assert sorted(map(tuple, a.hull.tolist())) == sorted(map(tuple, b.hull.tolist()))

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from featurizer.errors import DataError
-from featurizer.probe import box_iou_3d, group_folds, knn_accuracy, linear_probe_accuracy, match_to_gt, probe_run
+from featurizer.annotations.match import iou_matrix
+from featurizer.probe import group_folds, knn_accuracy, linear_probe_accuracy, match_to_gt, probe_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +104,7 @@ def test_box_iou_and_match_to_gt_threshold():
         ],
         dtype=np.float32,
     )
-    iou = box_iou_3d(pred, gt)
+    iou = iou_matrix(pred, gt)
     np.testing.assert_allclose(iou, [[0.6, 0.0], [0.0, 0.4]], atol=1e-6)
     assert match_to_gt(pred, gt).tolist() == [0, -1]
     assert match_to_gt(pred, gt, threshold=0.4 - 1e-6).tolist() == [0, 1]
@@ -113,7 +114,7 @@ def test_match_to_gt_is_greedy_one_to_one_highest_iou_first():
     gt = np.array([[0, 0, 0, 1, 1, 1], [0.3, 0, 0, 1, 1, 1]], dtype=np.float32)
     # shifted half-overlapping unit boxes: IoU(d) = (1 - d) / (1 + d)
     pred = np.array([[0.1, 0, 0, 1, 1, 1], [0.0, 0, 0, 1, 1, 1], [9, 9, 9, 1, 1, 1]], dtype=np.float32)
-    iou = box_iou_3d(pred, gt)
+    iou = iou_matrix(pred, gt)
     np.testing.assert_allclose(iou[:2], [[0.9 / 1.1, 0.8 / 1.2], [1.0, 0.7 / 1.3]], atol=1e-6)
     # pred 1 takes GT 0 (IoU 1.0); pred 0 then takes GT 1 (0.667 >= 0.5); pred 2 overlaps nothing
     assert match_to_gt(pred, gt).tolist() == [1, 0, -1]

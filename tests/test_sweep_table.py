@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from featurizer.sweep import SweepTable, tabulate_sweep
+from featurizer.sweep import SweepTable, shard_groups, tabulate_sweep
 from test_probe import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +125,17 @@ def test_sweep_table_callback_and_script(tmp_path, capsys):
     assert (sweep / "sweep.csv").read_text() == first  # deterministic
     assert script.main([str(tmp_path / "nowhere")]) == 2
     assert "sweep folder not found" in capsys.readouterr().err
+
+
+def test_shard_groups_group_the_sharded_jobs_by_their_other_overrides(tmp_path):
+    """ShardMerge's groups: one per value of the other swept axes; unsharded jobs are left out."""
+    jobs = {"0": ["shard=0", "num_shards=2", "fusion=mean"], "1": ["shard=1", "num_shards=2", "fusion=mean"],
+            "2": ["+shard=0", "num_shards=2", "fusion=paper"], "3": ["fusion=paper"],
+            "4": ["shard=0", "num_shards=1", "fusion=mean"], "5": ["shard=1", "num_shards=2", "fusion=paper",
+                                                                  "merge_only=false"]}
+    for name, overrides in jobs.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    groups = shard_groups(tmp_path)
+    assert {k: [j.name for j in v] for k, v in groups.items()} == {
+        ("num_shards=2", "fusion=mean"): ["0", "1"], ("num_shards=2", "fusion=paper"): ["2", "5"]}

@@ -25,7 +25,6 @@ PIL way (uint8 resize, then rescale), which differs from theirs by the uint8 rou
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import socket
@@ -41,6 +40,7 @@ import torch
 from featurizer.encoder2d.base import PatchEncoder
 from featurizer.encoder2d.resize import BICUBIC, pil_resize
 from featurizer.errors import CheckpointError, ConfigError
+from featurizer.files import read_json
 
 MODES = ("processor", "full_frame")
 
@@ -424,8 +424,7 @@ class HFPatchEncoder(PatchEncoder):
             )
         except ImportError:  # the family's only processor needs torchvision (DINOv3)
             path = cached_file(source, "preprocessor_config.json", local_files_only=local_only)
-            with open(path) as f:
-                return SimpleNamespace(**{**json.load(f), **overrides})
+            return SimpleNamespace(**{**read_json(path, expect=dict), **overrides})
 
     # ------------------------------------------------------------------ geometry
     def _net_size(self, image_size: tuple[int, int]) -> tuple[int, int]:

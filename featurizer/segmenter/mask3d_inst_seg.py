@@ -18,11 +18,6 @@ from featurizer.scene import Instance, Scene
 from featurizer.segmenter.base import Segmenter
 
 
-def load_plain_pt(path: Path) -> object:
-    """``torch.load(path, weights_only=True)``; a file needing arbitrary unpickling -> DataError."""
-    return load_pt(path, DataError)
-
-
 def _point_ids(value: object) -> np.ndarray | None:
     """(K,) int64 point ids from a list / tuple / tensor / array of integers, else None."""
     if hasattr(value, "detach"):  # torch tensor
@@ -77,7 +72,7 @@ class Mask3DInstSeg(Segmenter):
 
 def read_inst_seg(path: Path, num_points: int) -> list[Instance]:
     """The instances of one ``mask3d_inst_seg`` file, in list order (DataError on any defect)."""
-    data = load_plain_pt(path)
+    data = load_pt(path)  # weights_only: a file needing arbitrary unpickling -> DataError
     if not isinstance(data, (list, tuple)):
         raise DataError(path, f"expected a list of dicts, got {type(data).__name__}")
     instances = []
