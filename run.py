@@ -60,7 +60,6 @@ def featurize(cfg: DictConfig):
     from featurizer.geometry import check_backend
     from featurizer.module import FeaturizerModule, SceneDataset, SceneInputs, scene_loader
     from featurizer.probe import probe
-    from featurizer.segmenter.gt import GroundTruth
     from featurizer.shards import share_of
     from featurizer.store import StageStore, config_hash, stage_hashes
     from featurizer.validate import check_policy, validate_scenes
@@ -102,16 +101,16 @@ def featurize(cfg: DictConfig):
 
     # The instance sets: the segmenter's, and ground truth's too when gt_features asks (Chat-Scene's
     # GT-box tasks read scannet_gt_*_feats.pt); each has its own stage shards and feature files.
-    instance_sets = [segmenter]
-    if cfg.gt_features and not segmenter.is_ground_truth:
-        instance_sets.append(GroundTruth(max_instances=segmenter.max_instances))
     sections = {k: OmegaConf.to_container(cfg[k], resolve=True)
                 for k in ("dataset", "segmenter", "encoder3d", "encoder2d", "fusion")}
+    instance_sets, set_sections = [segmenter], [sections]
+    if cfg.gt_features and not segmenter.is_ground_truth:  # as `segmenter=gt` configures it: shards are shared
+        gt_yaml = Path(__file__).parent / "conf" / "segmenter" / "gt.yaml"
+        gt_section = {**OmegaConf.to_container(OmegaConf.load(gt_yaml)), "max_instances": segmenter.max_instances}
+        instance_sets.append(instantiate(gt_section))
+        set_sections.append({**sections, "segmenter": gt_section})
     stores = []
-    for seg in instance_sets:
-        seg_sections = sections if seg is segmenter else {  # as `segmenter=gt`'s: the shards are shared
-            **sections, "segmenter": {"_target_": "featurizer.segmenter.gt.GroundTruth",
-                                      "max_instances": seg.max_instances}}
+    for seg, seg_sections in zip(instance_sets, set_sections):
         stores.append(StageStore(cfg.paths.cache_dir, stage_hashes(seg_sections, with_2d=encoder2d is not None),
                                  inputs=SceneInputs(reader, seg)))
     token_cache = (Path(cfg.paths.cache_dir) / "tokens" / config_hash("tokens", sections["encoder2d"])

@@ -144,7 +144,7 @@ class FeaturizerModule(L.LightningModule):
         shards: dict[str, dict] = {}
         scene = batch["scene"]
         frames = None
-        if "2d" in batch["todo"] and "3d" in batch["todo"] and self.frame_workers > 0:
+        if "2d" in batch["todo"] and "3d" in batch["todo"] and self.frame_workers > 0 and scene.instances:
             # the frame workers decode (and prefetch) while the 3D encoder runs: the stages overlap there
             frames = FrameBatches(scene.frames, self.frame_batch, self.frame_workers,
                                   pin=self.device.type == "cuda").start()

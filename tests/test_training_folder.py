@@ -98,6 +98,20 @@ def test_the_grounding_upper_bound_is_reported_and_pictured(folder):
 
 
 @pytest.mark.slow
+def test_gt_features_share_their_shards_with_segmenter_gt(folder, data_dir):
+    """The GT instance set of gt_features=true is configured as segmenter=gt is, so a segmenter=gt run on
+    the same data computes nothing and writes the same GT features."""
+    root = folder.parent
+    run_featurizer(*SMALL, "logger=none", "segmenter=gt", f"paths.data_dir={data_dir}",
+                   f"hydra.run.dir={root / 'gt'}", root=root)
+    summary = json.loads((root / "gt" / "summary.json").read_text())
+    assert summary["computed_scenes"] == {"3d": 0, "2d": 0} and summary["scenes"] > 0
+    for name in ("scannet_gt_uni3d_feats.pt", "scannet_gt_videofeats.pt"):
+        a, b = _load(folder / name), _load(root / "gt" / name)
+        assert a.keys() == b.keys() and a and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.slow
 def test_a_segmenter_sweep_compares_grounding_upper_bounds(data_dir, tmp_path):
     run_featurizer(*SMALL, "logger=none", "segmenter=gt,mask3d", "annotations.tasks=[scanrefer]",
                    f"paths.data_dir={data_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", root=tmp_path,
