@@ -4,7 +4,7 @@ One module per published builder script (``preprocess/prepare_*_annos.py``), eac
 :class:`~featurizer.annotations.base.Builder` with the same interface::
 
     builder = ScanRefer(name="scanrefer")
-    builder.inputs(root) -> list[Path]              # published input files under annotations.root
+    builder.split_inputs(root, split) -> list[Path]  # published input files under annotations.root
     builder.check(root, scenes_by_split, gt_counts_by_split) -> list[DataError]   # bad input
     builder.build(split, inst_attrs, gt_attrs, root, prompts, rng, train_iou_thres, max_obj_num)
         -> (records, stats)                         # what Chat-Scene reads; stats incl. upper bound

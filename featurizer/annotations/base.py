@@ -75,11 +75,8 @@ class Builder:
         self.name = name
 
     # ---------------------------------------------------------------- files
-    def inputs(self, root: str | Path) -> list[Path]:
-        """The published input files read under ``annotations.root``, over every built split."""
-        return sorted({p for split in self.splits for p in self.split_inputs(Path(root), split)})
-
     def split_inputs(self, root: Path, split: str) -> list[Path]:
+        """The published input files of ``split`` under ``annotations.root`` (messages name the first)."""
         raise NotImplementedError
 
     def output_name(self, seg: str, split: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from featurizer.annotations.match import ID_FORMAT
 from featurizer.errors import DataError
 
 # list name -> the placeholder each of its templates holds once (None: no placeholder)
@@ -107,8 +108,8 @@ def load_prompts(path: str | Path | None = None, needed: list[str] | None = None
     """
     path = DEFAULT_PROMPTS if path is None else Path(path)
     prompts = read_prompts_py(path) if path.suffix == ".py" else read_prompts_yaml(path)
-    prompts.setdefault("ID_format", "<OBJ{:03}>")
-    if prompts["ID_format"] != "<OBJ{:03}>":
+    prompts.setdefault("ID_format", ID_FORMAT)
+    if prompts["ID_format"] != ID_FORMAT:
         raise DataError(path, f"ID_format is {prompts['ID_format']!r}; the loader parses <OBJ\\d{{3}}>")
     for name in needed or []:
         entries = prompts.get(name)
