@@ -486,3 +486,26 @@ def test_bad_input_is_reported_with_file_and_record(world, tmp_path):
 def gt_counts(gt_by_split: dict) -> dict:
     """Per split, each scene's number of GT objects (what the run knows before long work)."""
     return {split: {scene: len(a["locs"]) for scene, a in scenes.items()} for split, scenes in gt_by_split.items()}
+
+
+def test_misses_are_the_referred_objects_below_iou_25(world):
+    from featurizer.annotations.pictures import find_misses
+
+    pred = {s: a for split in ("train", "val") for s, a in world["pred"][split].items()}
+    gt = {s: a for split in ("train", "val") for s, a in world["gt"][split].items()}
+    scene_splits = {s: split for split in ("train", "val") for s in world["gt"][split]}
+    builders = [BUILDERS[n] for n in ("scanrefer", "scan2cap", "multi3dref", "nr3d")]
+    misses = find_misses(builders, world["root"], pred, gt, scene_splits, limit=10_000)
+    referred = set()
+    for split in ("train", "val"):
+        referred |= {(r["scene_id"], int(r["object_id"]))
+                     for r in load(world["root"], "scanrefer", f"ScanRefer_filtered_{split}.json")}
+        m3 = load(world["root"], "multi3drefer", f"multi3drefer_{split}.json")
+        referred |= {(r["scene_id"], i) for r in m3 for i in r["object_ids"]}
+        referred |= {(r["scan_id"], int(r["target_id"])) for r in csv_rows(world, "nr3d", split)}
+    best = {k: ref_best(pred[k[0]]["locs"], gt[k[0]]["locs"][k[1]]) for k in referred}
+    assert sorted((m["scene"], m["gt_id"]) for m in misses) == sorted(k for k, (_, iou) in best.items()
+                                                                      if iou < 0.25)
+    assert misses and all((m["pred_id"], m["iou"]) == best[m["scene"], m["gt_id"]] for m in misses)
+    assert {m["task"] for m in misses} <= {"scanrefer", "multi3dref", "nr3d"}  # scan2cap: scanrefer's records
+    assert find_misses(builders, world["root"], pred, gt, scene_splits, limit=2) == misses[:2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurizer.annotations.match import as_locs, best_pred, iou_matrix
+from featurizer.annotations.match import best_pred, iou_matrix
 from featurizer.errors import DataError
 from featurizer.files import read_json
 
@@ -201,4 +201,4 @@ class SceneMatcher:
     def has(self, scene: str) -> bool:
         """Whether ``scene`` has GT boxes and at least one predicted box (else its records are
         skipped, as the reference skips scenes missing from the instance attributes)."""
-        return scene in self.gt and scene in self.inst and len(as_locs(self.inst[scene]["locs"])) > 0
+        return scene in self.gt and scene in self.inst and len(self.ious(scene)) > 0

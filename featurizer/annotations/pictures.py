@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featurizer.annotations.match import as_locs, iou_matrix
+from featurizer.annotations.base import SceneMatcher
+from featurizer.annotations.match import as_locs
 from featurizer.files import atomic
 
 MISS_IOU = 0.25
@@ -23,32 +24,34 @@ def find_misses(builders, root: Path, attributes: dict, gt_attributes: dict, sce
                 limit: int) -> list[dict]:
     """The first ``limit`` referred GT objects (in task, split, record order) whose best predicted box has
     IoU < 0.25: ``{"task", "split", "scene", "gt_id", "pred_id", "iou", "text"}``; one per (scene, object)."""
-    misses, seen = [], set()
+    misses, seen, read = [], set(), set()
+    match = SceneMatcher(attributes, gt_attributes)
     for builder in builders:
         for split in builder.splits:
             inputs = builder.split_inputs(Path(root), split)  # none: a builder of attributes only (obj_align)
             if split not in set(scene_splits.values()) or not inputs or not inputs[0].is_file():
                 continue
+            if tuple(inputs) in read:  # e.g. scan2cap after scanrefer: the same records, misses already found
+                continue
+            read.add(tuple(inputs))
             _, records = builder.read(Path(root), split)
             for _, record in records:
                 scene = record.get("scene_id") if isinstance(record, dict) else None
                 text = record.get("description") or record.get("utterance") if scene else None
-                if scene not in attributes or scene not in gt_attributes or not text:
+                if not text or not match.has(scene):
                     continue
                 try:
                     ids = builder.object_ids(record)
                 except (TypeError, ValueError):
                     continue
-                gt_locs, pred_locs = as_locs(gt_attributes[scene]["locs"]), as_locs(attributes[scene]["locs"])
                 for gt_id in ids:
-                    if (scene, gt_id) in seen or not 0 <= gt_id < len(gt_locs) or not len(pred_locs):
+                    if (scene, gt_id) in seen or not 0 <= gt_id < match.ious(scene).shape[1]:
                         continue
-                    ious = iou_matrix(pred_locs, gt_locs[gt_id:gt_id + 1])[:, 0]
-                    best = int(np.argmax(ious))
-                    if ious[best] < MISS_IOU:
+                    pred, iou = match.best(scene, gt_id)
+                    if iou < MISS_IOU:
                         seen.add((scene, gt_id))
                         misses.append({"task": builder.name, "split": split, "scene": scene, "gt_id": gt_id,
-                                       "pred_id": best, "iou": float(ious[best]), "text": str(text)})
+                                       "pred_id": pred, "iou": iou, "text": str(text)})
                         if len(misses) >= limit:
                             return misses
     return misses
