@@ -29,6 +29,12 @@ PLACEHOLDERS: dict[str, str | None] = {
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "conf" / "annotations" / "prompts" / "featurizer.yaml"
 
 
+def draw(rng, prompts: dict, name: str, value: str) -> str:
+    """A random template of list ``name`` (``rng.choice``) with its placeholder (:data:`PLACEHOLDERS`,
+    without the quotes some lists put around it) replaced by ``value``."""
+    return rng.choice(prompts[name]).replace(PLACEHOLDERS[name].strip('"'), value)
+
+
 def _literal_strings(node: ast.AST) -> list[str] | None:
     """The strings of a list literal of string constants, else None."""
     if not isinstance(node, ast.List):
