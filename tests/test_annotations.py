@@ -52,9 +52,10 @@ def world(tmp_path_factory):
     root, export = tmp / "inputs", tmp / "mask3d"
     splits = write_annotation_inputs(ds.root, root, seed=SEED)
     write_mask3d_export(ds.root, export, seed=SEED)
-    split_of = assign_splits(s.scene_id for s in read_scenes(ds.root))
+    scenes = read_scenes(ds.root)
+    split_of = assign_splits(s.scene_id for s in scenes)
     gt, pred = {"train": {}, "val": {}}, {"train": {}, "val": {}}
-    for scene in read_scenes(ds.root):
+    for scene in scenes:
         sp = split_of[scene.scene_id]
         gt[sp][scene.scene_id] = {"objects": [i.label for i in scene.instances],
                                   "locs": instance_boxes(scene.instances, scene.aligned_points())}
