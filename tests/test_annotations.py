@@ -478,7 +478,8 @@ def test_bad_input_is_reported_with_file_and_record(world, tmp_path):
 
 def gt_counts(gt_by_split: dict) -> dict:
     """Per split, each scene's number of GT objects (what the run knows before long work)."""
-    return {split: {scene: len(a["locs"]) for scene, a in scenes.items()} for split, scenes in gt_by_split.items()}
+    return {split: {scene: len(a["locs"]) for scene, a in scenes.items()}
+            for split, scenes in gt_by_split.items()}
 
 
 def test_misses_are_the_referred_objects_below_iou_25(world):

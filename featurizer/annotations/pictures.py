@@ -74,9 +74,9 @@ def draw_miss(out_png: Path, points: np.ndarray, colors: np.ndarray, gt_loc, pre
     ax = fig.add_subplot(1, 1, 1)
     order = np.argsort(points[:, 2])  # higher points drawn last: the view from above
     ax.scatter(points[order, 0], points[order, 1], c=colors[order] / 255.0, s=3.0, linewidths=0)
+    pred_text = f"best prediction {miss['pred_id']}: {pred_label} (IoU {miss['iou']:.2f})"
     for loc, color, style, label in ((gt_loc, "#1a9850", "-", f"GT {miss['gt_id']}: {gt_label}"),
-                                     (pred_loc, "#d73027", "--",
-                                      f"best prediction {miss['pred_id']}: {pred_label} (IoU {miss['iou']:.2f})")):
+                                     (pred_loc, "#d73027", "--", pred_text)):
         loc = np.asarray(loc, dtype=float)
         ax.add_patch(Rectangle((loc[0] - loc[3] / 2, loc[1] - loc[4] / 2), loc[3], loc[4], fill=False,
                                edgecolor=color, linestyle=style, linewidth=2.0, label=label))
@@ -98,7 +98,8 @@ def write_miss_pictures(output_dir: Path, job, result, reader, count: int) -> li
     :class:`featurizer.writer.RunResult`; reader: the run's reader (the scenes' points)."""
     if not count or job is None or not job.active or not result.gt_attributes:
         return []
-    misses = find_misses(job.builders, job.root, result.attributes, result.gt_attributes, result.splits, count)
+    misses = find_misses(job.builders, job.root, result.attributes, result.gt_attributes, result.splits,
+                         count)
     written = []
     for miss in misses:
         scene = reader.load(miss["scene"])
