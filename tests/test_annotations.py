@@ -448,6 +448,11 @@ def test_capitalize_sentences():
         "This is a chair. It is brown! Next to the table?ok"
 
 
+def test_good_inputs_pass_every_builders_check(world):
+    scenes = {split: set(world["gt"][split]) for split in ("train", "val")}
+    assert check_annotations(list(BUILDERS.values()), world["root"], scenes, gt_counts(world["gt"])) == []
+
+
 def test_bad_input_is_reported_with_file_and_record(world, tmp_path):
     root = tmp_path / "inputs"
     import shutil

@@ -126,9 +126,10 @@ class Builder:
         """
         problems: list[DataError] = []
         for split in self.splits:
-            if split not in scenes_by_split:
+            inputs = self.split_inputs(Path(root), split)  # none: a builder of attributes only (obj_align)
+            if split not in scenes_by_split or not inputs:
                 continue
-            missing = [p for p in self.split_inputs(Path(root), split) if not p.is_file()]
+            missing = [p for p in inputs if not p.is_file()]
             if missing:
                 problems += [DataError(p, "input file not found") for p in missing]
                 continue
