@@ -100,12 +100,14 @@ def write_miss_pictures(output_dir: Path, job, result, reader, count: int) -> li
         return []
     misses = find_misses(job.builders, job.root, result.attributes, result.gt_attributes, result.splits,
                          count)
-    written = []
+    written, points = [], {}  # scene -> (aligned points, colours): each scene loaded once
     for miss in misses:
-        scene = reader.load(miss["scene"])
+        if miss["scene"] not in points:
+            scene = reader.load(miss["scene"])
+            points[miss["scene"]] = scene.aligned_points(), scene.colors
         gt, pred = result.gt_attributes[miss["scene"]], result.attributes[miss["scene"]]
         out = Path(output_dir) / "misses" / f"{miss['scene']}_{miss['task']}_gt{miss['gt_id']:03}.png"
-        draw_miss(out, scene.aligned_points(), scene.colors, as_locs(gt["locs"])[miss["gt_id"]],
+        draw_miss(out, *points[miss["scene"]], as_locs(gt["locs"])[miss["gt_id"]],
                   as_locs(pred["locs"])[miss["pred_id"]], miss, gt["objects"][miss["gt_id"]],
                   pred["objects"][miss["pred_id"]])
         written.append(out.relative_to(output_dir).as_posix())
