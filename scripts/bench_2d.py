@@ -98,7 +98,8 @@ def make_scene(n_points: int, n_inst: int, n_frames: int, seed: int = 0, room: f
         color, depth = render_mesh(verts, faces, vcols, pose, k, WIDTH, HEIGHT)
         frames.append(Frame(j, pose, k, (WIDTH, HEIGHT), source=MemorySource(color, depth)))
     points = np.concatenate(points)
-    return Scene("scene_bench", points, np.zeros_like(points, dtype=np.uint8), instances=instances, frames=frames)
+    colors = np.zeros_like(points, dtype=np.uint8)
+    return Scene("scene_bench", points, colors, instances=instances, frames=frames)
 
 
 def _compute_mapping(camera_to_world, coords, depth, intrinsic, image_dim, cut_bound, vis_thres):
@@ -256,15 +257,16 @@ def reference(scene: Scene, depths: list[np.ndarray], tokens: np.ndarray, use_sc
                 continue
             r0, r1 = int(verts[:, 0].min()), int(verts[:, 0].max())
             c0, c1 = int(verts[:, 1].min()), int(verts[:, 1].max())
-            feat = tokens[f, r0 // 30: math.ceil(r1 / 30), c0 // 40: math.ceil(c1 / 40)].reshape(-1, tokens.shape[-1])
-            feat = feat.mean(0)
+            patches = tokens[f, r0 // 30: math.ceil(r1 / 30), c0 // 40: math.ceil(c1 / 40)]
+            feat = patches.reshape(-1, tokens.shape[-1]).mean(0)
             acc[i] = area * feat if acc[i] is None else acc[i] + area * feat
             total[i] += area
     return {i: acc[i] / total[i] for i in range(len(acc)) if acc[i] is not None}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=150_000)
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--frames", type=int, default=150)
@@ -272,7 +274,8 @@ def main() -> None:
     parser.add_argument("--frame-batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="featurizer runs (the best is reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--no-scipy", action="store_true", help="reference hull in Python even if scipy is installed")
+    parser.add_argument("--no-scipy", action="store_true",
+                        help="reference hull in Python even if scipy is installed")
     args = parser.parse_args()
 
     if args.threads:
@@ -280,7 +283,8 @@ def main() -> None:
     t0 = time.perf_counter()
     scene = make_scene(args.points, args.instances, args.frames)
     depths = [f.read()[1] for f in scene.frames]
-    tokens = torch.from_numpy(np.random.default_rng(1).normal(size=(args.frames, 16, 16, args.dim)).astype(np.float32))
+    normal = np.random.default_rng(1).normal(size=(args.frames, 16, 16, args.dim))
+    tokens = torch.from_numpy(normal.astype(np.float32))
     print(f"built the scene in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
     def timed(backend: str):
@@ -327,7 +331,8 @@ def main() -> None:
     vis = sum(r["visible_points"] for r in result.records.values())
     views = sum(r["views"] for r in result.records.values())
     print(f"\nmachine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"python {platform.python_version()}")
     print(f"scene: {len(scene.points)} points, {len(scene.instances)} instances, {len(scene.frames)} frames "
           f"{WIDTH}x{HEIGHT}, D={args.dim}; {vis / len(scene.frames):.0f} visible instance points per frame "
           f"({vis / (len(scene.frames) * len(scene.points)):.1%} of the points); {views} kept views; "

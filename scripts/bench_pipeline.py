@@ -23,12 +23,12 @@ run:
 - decode throughput: every frame read once more with ``read_frame_checked`` by ``--workers`` DataLoader
   workers, alone (the frames were just written: from the page cache, not the disk).
 
-The per-scene time is the sum of the stages (the decode row: what the 2D stage still waited for); each stage is scaled to a
-ScanNet scene (150 frames, 100 instances) by its rate, then to all 1,513 ScanNet scans on ``--devices``
-devices (scenes are independent: one device per share). The largest stage is named the bottleneck.
-``--bf16`` runs both encoders under bf16 autocast on CUDA (the encoders' ``bf16`` option) and compares
-their outputs in fp32 and bf16 autocast on the same inputs (on any device: the same forward the encoders
-run under their option, autocast around the network). GPU utilisation needs pynvml
+The per-scene time is the sum of the stages (the decode row: what the 2D stage still waited for); each stage
+is scaled to a ScanNet scene (150 frames, 100 instances) by its rate, then to all 1,513 ScanNet scans on
+``--devices`` devices (scenes are independent: one device per share). The largest stage is named the
+bottleneck. ``--bf16`` runs both encoders under bf16 autocast on CUDA (the encoders' ``bf16`` option) and
+compares their outputs in fp32 and bf16 autocast on the same inputs (on any device: the same forward the
+encoders run under their option, autocast around the network). GPU utilisation needs pynvml
 (``torch.cuda.utilization``); without it "n/a".
 """
 
@@ -337,9 +337,9 @@ def main() -> None:
           f"feature); Uni3D-{args.size} and DINOv2-{args.dinov2} (random weights, {precision}), "
           f"fusion paper, frame batch {args.frame_batch}")
     print(machine(device))
-    print(f"stages run one after the other, the frame decoding started with the 3D stage: the time of a scene "
-          f"is their sum, the decode row only what the 2D stage still waited for; 'ScanNet scene' scales each "
-          f"stage by its rate to {SCANNET_FRAMES} frames and {SCANNET_INSTANCES} instances\n")
+    print(f"stages run one after the other, the frame decoding started with the 3D stage: the time of a "
+          f"scene is their sum, the decode row only what the 2D stage still waited for; 'ScanNet scene' "
+          f"scales each stage by its rate to {SCANNET_FRAMES} frames and {SCANNET_INSTANCES} instances\n")
     print("| stage | throughput | s / scene (measured) | s / ScanNet scene | share |")
     print("|---|---:|---:|---:|---:|")
     for name, rate, sec, scale in rows:

@@ -115,8 +115,8 @@ def main() -> None:
               f"each; generated in {generation:.0f} s)\n")
         print("| pass | processes | scenes | files read | seconds | seconds per 1,000 scenes |")
         print("|---|---:|---:|---:|---:|---:|")
-        for name, procs, sec in (("first (just written: page cache)", cores, first), ("second", cores, second),
-                                 ("third, one process", 1, single)):
+        for name, procs, sec in (("first (just written: page cache)", cores, first),
+                                 ("second", cores, second), ("third, one process", 1, single)):
             print(f"| {name} | {procs} | {n} | {files} | {sec:.2f} | {sec / n * 1000:.2f} |")
 
         # part 2: one ScanNet-sized scene, each check timed
@@ -149,8 +149,8 @@ def main() -> None:
             print(f"| {name} | {count} | {sec * 1000:.1f} | {sec * 1000:.1f} |")
         gt = per_scene["reader.check_scene (all of the above + meta)"]
         m3d = gt + per_scene["Mask3D export: prediction txt + every mask file read"]
-        print("\n| all 1,513 ScanNet scans at this size (projected: per-scene time x 1,513 / processes) | 1 process | "
-              f"{cores} processes (this machine) | 16 processes |\n|---|---:|---:|---:|")
+        print("\n| all 1,513 ScanNet scans at this size (projected: per-scene time x 1,513 / processes) "
+              f"| 1 process | {cores} processes (this machine) | 16 processes |\n|---|---:|---:|---:|")
         for name, sec in (("GT instances", gt), ("Mask3D export", m3d)):
             print(f"| {name} | {sec * 1513:.0f} s | {sec * 1513 / cores:.0f} s | {sec * 1513 / 16:.0f} s |")
     finally:

@@ -1,4 +1,5 @@
-"""Compare two run folders: every .pt/.pth file tensor by tensor (torch.equal), and records.json.
+"""Compare two run folders: every .pt/.pth file tensor by tensor (torch.equal), every .json file (records,
+task annotations, metrics) value by value; not summary.json and timings.json (times, cache reuse).
 
     python scripts/compare_runs.py outputs/runs/<date>/<a> outputs/runs/<date>/<b>
 
@@ -33,24 +34,30 @@ def first_difference(a, b, where: str = "") -> str | None:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if type(a) is not type(b) or len(a) != len(b):
             return f"{where}: {type(a).__name__}[{len(a)}] vs {type(b).__name__}[{len(b)}]"
-        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{where}[{i}]"))),
-                    None)
+        diffs = (first_difference(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+        return next((d for d in diffs if d), None)
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 
 
+SUFFIXES = (".pt", ".pth", ".json")
+NOT_COMPARED = ("summary.json", "timings.json")  # differ between any two runs: times, reused scenes
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.suffix == ".json" else torch.load(path, weights_only=True)
+
+
 def compare(run_a: Path, run_b: Path) -> list[tuple[str, str | None]]:
-    """``(file, first difference or None)`` for every .pt/.pth file of either run, and records.json."""
-    names = sorted({p.relative_to(r).as_posix() for r in (run_a, run_b) for p in r.rglob("*.pt*")
-                    if ".hydra" not in p.parts})
+    """``(file, first difference or None)`` for every .pt/.pth/.json file of either run."""
+    names = sorted({p.relative_to(r).as_posix() for r in (run_a, run_b) for p in r.rglob("*")
+                    if p.suffix in SUFFIXES and p.name not in NOT_COMPARED and ".hydra" not in p.parts})
     rows = []
     for name in names:
         pa, pb = run_a / name, run_b / name
         if not (pa.is_file() and pb.is_file()):
             rows.append((name, f"only in {run_a if pa.is_file() else run_b}"))
             continue
-        rows.append((name, first_difference(torch.load(pa, weights_only=True), torch.load(pb, weights_only=True))))
-    ra, rb = (json.loads((r / "records.json").read_text()) for r in (run_a, run_b))
-    rows.append(("records.json", first_difference(ra, rb)))
+        rows.append((name, first_difference(_load(pa), _load(pb))))
     return rows
 
 

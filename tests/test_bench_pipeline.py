@@ -36,8 +36,8 @@ def _number(cell: str) -> float:
 @pytest.mark.slow
 def test_bench_pipeline_smallest_prints_finite_tables():
     cmd = [sys.executable, str(REPO / "scripts" / "bench_pipeline.py"), "--scenes", "1", "--frames", "2",
-           "--points", "20000", "--instances", "5", "--instances-3d", "2", "--size", "ti", "--dinov2", "small",
-           "--workers", "1", "--devices", "1", "4", "--bf16"]
+           "--points", "20000", "--instances", "5", "--instances-3d", "2", "--size", "ti",
+           "--dinov2", "small", "--workers", "1", "--devices", "1", "4", "--bf16"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout
@@ -45,8 +45,8 @@ def test_bench_pipeline_smallest_prints_finite_tables():
 
     stages = tables["stage"]
     names = [r[0] for r in stages]
-    for prefix in ("read scene", "decode frames", "3D: Uni3D-ti (2 of 5 instances)", "2D encode: DINOv2-small",
-                   "2D mapping", "2D fusion", "2D other", "**scene (sum)**"):
+    for prefix in ("read scene", "decode frames", "3D: Uni3D-ti (2 of 5 instances)",
+                   "2D encode: DINOv2-small", "2D mapping", "2D fusion", "2D other", "**scene (sum)**"):
         assert any(n.startswith(prefix) for n in names), (prefix, names)
     for row in stages:
         assert len(row) == 5

@@ -40,10 +40,11 @@ def _slots(feats: dict, scene: str) -> list[torch.Tensor | None]:
 @pytest.mark.slow
 def test_the_folder_loads_as_chat_scene_loads_it(folder):
     summary = json.loads((folder / "summary.json").read_text())
-    feats = {"mask3d": (_load(folder / "scannet_mask3d_uni3d_feats.pt"), _load(folder / "scannet_mask3d_videofeats.pt")),
-             "gt": (_load(folder / "scannet_gt_uni3d_feats.pt"), _load(folder / "scannet_gt_videofeats.pt"))}
+    feats = {seg: (_load(folder / f"scannet_{seg}_uni3d_feats.pt"),
+                   _load(folder / f"scannet_{seg}_videofeats.pt")) for seg in ("mask3d", "gt")}
     attributes = {split: {"mask3d": _load(folder / f"scannet_mask3d_{split}_attributes.pt"),
-                          "gt": _load(folder / f"scannet_{split}_attributes.pt")} for split in ("train", "val")}
+                          "gt": _load(folder / f"scannet_{split}_attributes.pt")}
+                  for split in ("train", "val")}
     assert set(summary["scenes_per_split"]) == {"train", "val"}
     tokens = 0
     for stats in summary["grounding"]:
@@ -90,7 +91,8 @@ def test_the_grounding_upper_bound_is_reported_and_pictured(folder):
     scanrefer = bound["scanrefer", "val"]
     assert 0 < scanrefer["iou50"] <= scanrefer["iou25"] < 1.0  # the synthetic export misses and merges
     assert scanrefer["refs"] == scanrefer["records_in"]
-    assert bound["scanrefer", "train"]["dropped_thres"] > 0 and bound["scanrefer", "val"]["dropped_thres"] == 0
+    assert bound["scanrefer", "train"]["dropped_thres"] > 0
+    assert bound["scanrefer", "val"]["dropped_thres"] == 0
     assert len(summary["pictures_misses"]) == 2
     for pic in summary["pictures_misses"]:
         assert (folder / pic).read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,7 @@ One module per published builder script (``preprocess/prepare_*_annos.py``), eac
 :class:`~featurizer.annotations.base.Builder` with the same interface::
 
     builder = ScanRefer(name="scanrefer")
-    builder.inputs(root) -> list[Path]              # published input files under annotations.root
+    builder.split_inputs(root, split) -> list[Path]  # published input files under annotations.root
     builder.check(root, scenes_by_split, gt_counts_by_split) -> list[DataError]   # bad input
     builder.build(split, inst_attrs, gt_attrs, root, prompts, rng, train_iou_thres, max_obj_num)
         -> (records, stats)                         # what Chat-Scene reads; stats incl. upper bound
@@ -71,6 +71,11 @@ def select_builders(builders: dict[str, Builder], tasks: list[str]) -> list[Buil
     return [builders[t] for t in tasks]
 
 
+def builder_prompts(builders: list[Builder], prompts: str | Path | None) -> dict:
+    """The prompt lists of ``prompts`` (:func:`load_prompts`), every list the builders draw from checked."""
+    return load_prompts(prompts, sorted({name for b in builders for name in b.prompt_lists}))
+
+
 def check_annotations(builders: list[Builder], root: str | Path, scenes_by_split: dict[str, set[str]],
                       gt_counts: dict[str, dict[str, int]], on_bad_input: str = "error") -> list[str]:
     """Check every builder's inputs before long work. ``on_bad_input="error"`` raises the first
@@ -98,8 +103,7 @@ def build_annotations(builders: list[Builder], splits: list[str], inst_attrs: di
     """
     from featurizer.files import atomic_write_text
 
-    needed = sorted({name for b in builders for name in b.prompt_lists})
-    prompt_lists = load_prompts(prompts, needed)
+    prompt_lists = builder_prompts(builders, prompts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_stats = []
@@ -158,8 +162,9 @@ class AnnotationJob:
         for scene, split in scene_splits.items():
             scenes_by_split.setdefault(split, set()).add(scene)
             counts.setdefault(split, {})[scene] = gt_counts[scene]
-        self.problems = check_annotations(self.builders, self.root, scenes_by_split, counts, self.on_bad_input)
-        load_prompts(self.prompts, sorted({n for b in self.builders for n in b.prompt_lists}))
+        self.problems = check_annotations(self.builders, self.root, scenes_by_split, counts,
+                                          self.on_bad_input)
+        builder_prompts(self.builders, self.prompts)
 
     def build(self, attributes: dict, gt_attributes: dict | None, scene_splits: dict[str, str],
               out_dir: str | Path, seg: str) -> list[dict]:

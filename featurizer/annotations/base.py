@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featurizer.annotations.match import as_locs, best_pred, iou_matrix
+from featurizer.annotations.match import best_pred, iou_matrix
 from featurizer.errors import DataError
 from featurizer.files import read_json
 
@@ -75,11 +75,8 @@ class Builder:
         self.name = name
 
     # ---------------------------------------------------------------- files
-    def inputs(self, root: str | Path) -> list[Path]:
-        """The published input files read under ``annotations.root``, over every built split."""
-        return sorted({p for split in self.splits for p in self.split_inputs(Path(root), split)})
-
     def split_inputs(self, root: Path, split: str) -> list[Path]:
+        """The published input files of ``split`` under ``annotations.root`` (messages name the first)."""
         raise NotImplementedError
 
     def output_name(self, seg: str, split: str) -> str:
@@ -129,9 +126,10 @@ class Builder:
         """
         problems: list[DataError] = []
         for split in self.splits:
-            if split not in scenes_by_split:
+            inputs = self.split_inputs(Path(root), split)  # none: a builder of attributes only (obj_align)
+            if split not in scenes_by_split or not inputs:
                 continue
-            missing = [p for p in self.split_inputs(Path(root), split) if not p.is_file()]
+            missing = [p for p in inputs if not p.is_file()]
             if missing:
                 problems += [DataError(p, "input file not found") for p in missing]
                 continue
@@ -204,4 +202,4 @@ class SceneMatcher:
     def has(self, scene: str) -> bool:
         """Whether ``scene`` has GT boxes and at least one predicted box (else its records are
         skipped, as the reference skips scenes missing from the instance attributes)."""
-        return scene in self.gt and scene in self.inst and len(as_locs(self.inst[scene]["locs"])) > 0
+        return scene in self.gt and scene in self.inst and len(self.ious(scene)) > 0

@@ -1,10 +1,10 @@
 """What the builders share: Chat-Scene's box IoU and matching rule, and its caption formats.
 
 Boxes are ``locs`` rows ``(cx, cy, cz, sx, sy, sz)`` of the attribute files (aligned frame).
-:func:`box3d_iou` is Chat-Scene's ``utils/box_utils.py`` rule (8 corners at centre +- size / 2, then
-their per-axis min and max, ``inter / (vol1 + vol2 - inter + 1e-8)``); :func:`iou_matrix` is the
-same numbers for every (pred, GT) pair at once; :func:`best_pred` is the reference's loop over
-predictions (strict ``>``, start -1: ties go to the lowest index and a match always exists).
+:func:`iou_matrix` is Chat-Scene's ``utils/box_utils.py`` rule (8 corners at centre +- size / 2, then
+their per-axis min and max, ``inter / (vol1 + vol2 - inter + 1e-8)``) for every (pred, GT) pair at
+once; :func:`best_pred` is the reference's loop over predictions (strict ``>``, start -1: ties go to
+the lowest index and a match always exists).
 """
 
 from __future__ import annotations
@@ -14,35 +14,13 @@ import string
 
 import numpy as np
 
-# x, y, z signs of the 8 corners, in Chat-Scene's construct_bbox_corners order
-CORNER_SIGNS = np.array([[1, 1, -1, -1, 1, 1, -1, -1],
-                         [1, -1, -1, 1, 1, -1, -1, 1],
-                         [1, 1, 1, 1, -1, -1, -1, -1]], dtype=np.float64).T
 ID_FORMAT = "<OBJ{:03}>"
-OBJ_TOKEN = re.compile(r"<OBJ(\d{3})>")
 QA_SUFFIX = " Answer the question using a single word or phrase."
 
 
 def as_locs(locs) -> np.ndarray:
     """(I, 6) float64 array of a ``locs`` tensor or array (an attribute file's float32 values)."""
     return np.asarray(locs, dtype=np.float32).reshape(-1, 6).astype(np.float64)
-
-
-def construct_bbox_corners(center, size) -> np.ndarray:
-    """(8, 3) corners ``center +- size / 2`` in the reference's order."""
-    c, s = np.asarray(center, np.float64), np.asarray(size, np.float64)
-    return c + CORNER_SIGNS * (s / 2.0)
-
-
-def box3d_iou(loc_a, loc_b) -> float:
-    """IoU of two (6,) ``locs`` rows through their corners' axis-aligned min/max (the reference)."""
-    ca = construct_bbox_corners(loc_a[:3], loc_a[3:6])
-    cb = construct_bbox_corners(loc_b[:3], loc_b[3:6])
-    lo_a, hi_a, lo_b, hi_b = ca.min(0), ca.max(0), cb.min(0), cb.max(0)
-    d = np.maximum(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0.0)
-    inter = d[0] * d[1] * d[2]
-    ea, eb = hi_a - lo_a, hi_b - lo_b
-    return float(inter / (ea[0] * ea[1] * ea[2] + eb[0] * eb[1] * eb[2] - inter + 1e-8))
 
 
 def _min_max(locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +30,8 @@ def _min_max(locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def iou_matrix(pred, gt) -> np.ndarray:
-    """(P, G) float64 IoU of every ``pred`` (P, 6) row with every ``gt`` (G, 6) row; equals
-    :func:`box3d_iou` pair by pair (same corner values, same operation order)."""
+    """(P, G) float64 IoU of every ``pred`` (P, 6) row with every ``gt`` (G, 6) row: the reference's
+    corner values and operation order, so the reference's loop over pairs gives the same bits."""
     lo_p, hi_p = _min_max(as_locs(pred))
     lo_g, hi_g = _min_max(as_locs(gt))
     d = np.maximum(np.minimum(hi_p[:, None], hi_g[None]) - np.maximum(lo_p[:, None], lo_g[None]), 0.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from featurizer.annotations.base import Builder, SceneMatcher, finish_stats, new_stats
 from featurizer.annotations.match import as_locs, id_answer, location_string, obj_token, strip_punctuation
+from featurizer.annotations.prompts import draw
 
 EVAL_TYPES = ("zt_w_d", "zt_wo_d", "st_w_d", "st_wo_d", "mt")
 
@@ -43,8 +44,7 @@ class Multi3DRef(Builder):
             if not match.has(scene):
                 stats["skipped"] += 1
                 continue
-            prompt = rng.choice(prompts["multi3dref_prompt"]).replace(
-                "<description>", strip_punctuation(r["description"]))
+            prompt = draw(rng, prompts, "multi3dref_prompt", strip_punctuation(r["description"]))
             preds, keep = [], True
             for gt_id in self.object_ids(r):
                 pred, iou = match.best(scene, gt_id)
@@ -84,8 +84,7 @@ class Multi3DRefLocation(Multi3DRef):
             if scene not in gt_attrs:
                 stats["skipped"] += 1
                 continue
-            prompt = rng.choice(prompts["multi3dref_location_prompt"]).replace(
-                "<description>", strip_punctuation(r["description"]))
+            prompt = draw(rng, prompts, "multi3dref_location_prompt", strip_punctuation(r["description"]))
             head = {"scene_id": scene, "obj_id": 0, "prompt": prompt}
             if split == "train":
                 locs = as_locs(gt_attrs[scene]["locs"])

@@ -22,9 +22,6 @@ class ObjAlign(Builder):
     def output_name(self, seg: str, split: str) -> str:
         return f"obj_align_{seg}_{split}.json"
 
-    def check(self, root, scenes_by_split, attributes):
-        return []
-
     def build(self, split, inst_attrs, gt_attrs, root, prompts, rng, train_iou_thres=0.5, max_obj_num=100):
         stats = new_stats(self.name, split)
         match = SceneMatcher(inst_attrs, gt_attrs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from featurizer.annotations.match import ID_FORMAT
 from featurizer.errors import DataError
 
 # list name -> the placeholder each of its templates holds once (None: no placeholder)
@@ -26,6 +27,12 @@ PLACEHOLDERS: dict[str, str | None] = {
     "nr3d_caption_prompt": "<id>",
 }
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "conf" / "annotations" / "prompts" / "featurizer.yaml"
+
+
+def draw(rng, prompts: dict, name: str, value: str) -> str:
+    """A random template of list ``name`` (``rng.choice``) with its placeholder (:data:`PLACEHOLDERS`,
+    without the quotes some lists put around it) replaced by ``value``."""
+    return rng.choice(prompts[name]).replace(PLACEHOLDERS[name].strip('"'), value)
 
 
 def _literal_strings(node: ast.AST) -> list[str] | None:
@@ -107,8 +114,8 @@ def load_prompts(path: str | Path | None = None, needed: list[str] | None = None
     """
     path = DEFAULT_PROMPTS if path is None else Path(path)
     prompts = read_prompts_py(path) if path.suffix == ".py" else read_prompts_yaml(path)
-    prompts.setdefault("ID_format", "<OBJ{:03}>")
-    if prompts["ID_format"] != "<OBJ{:03}>":
+    prompts.setdefault("ID_format", ID_FORMAT)
+    if prompts["ID_format"] != ID_FORMAT:
         raise DataError(path, f"ID_format is {prompts['ID_format']!r}; the loader parses <OBJ\\d{{3}}>")
     for name in needed or []:
         entries = prompts.get(name)

@@ -12,6 +12,7 @@ from pathlib import Path
 from featurizer.annotations.base import (Builder, SceneMatcher, finish_stats, new_stats, read_csv,
                                          read_scene_list)
 from featurizer.annotations.match import obj_token, strip_punctuation
+from featurizer.annotations.prompts import draw
 
 VIEW_DEPENDENT = {"front", "behind", "back", "right", "left", "facing", "leftmost", "rightmost", "looking",
                   "across"}
@@ -61,7 +62,7 @@ class Nr3DCaption(ReferIt3DBase):
                 continue
             pred, iou = match.best(scene, gt_id)
             stats["_best"].append(iou)
-            prompt = rng.choice(prompts["nr3d_caption_prompt"]).replace("<id>", obj_token(pred))
+            prompt = draw(rng, prompts, "nr3d_caption_prompt", obj_token(pred))
             if iou < train_iou_thres:
                 stats["dropped_thres"] += 1
                 continue
@@ -101,8 +102,7 @@ class ReferIt3D(ReferIt3DBase):
         for r in self.valid_records(Path(root), split, gt_attrs, stats):
             gt_id = self.target(r)
             info = type_info(r["stimulus_id"], r["tokens"])
-            prompt = rng.choice(prompts["grounding_prompt"]).replace(
-                "<description>", strip_punctuation(r["utterance"]))
+            prompt = draw(rng, prompts, "grounding_prompt", strip_punctuation(r["utterance"]))
             if gt_id >= max_obj_num and split == "train":
                 stats["skipped"] += 1
                 continue

@@ -10,6 +10,7 @@ import numpy as np
 
 from featurizer.annotations.base import SceneMatcher, finish_stats, new_stats
 from featurizer.annotations.match import as_locs, capitalize_sentences, location_string, obj_token
+from featurizer.annotations.prompts import draw
 from featurizer.annotations.scanrefer import ScanRefer
 
 CORPUS_NAME = "scan2cap_val_corpus.json"
@@ -46,7 +47,7 @@ class Scan2Cap(ScanRefer):
         return {CORPUS_NAME: self.corpus(self.valid_records(Path(root), split, {}, stats))}
 
     def prompt(self, prompts, rng, scene, pred, inst_attrs) -> str:
-        return rng.choice(prompts["scan2cap_prompt"]).replace("<id>", obj_token(pred))
+        return draw(rng, prompts, "scan2cap_prompt", obj_token(pred))
 
     def matches(self, scene: str, match: SceneMatcher, corpus: dict) -> list[tuple[int, float]]:
         """(pred, IoU) kept by each GT of ``scene`` ((-1, -1.0): none), the reference's two passes."""
@@ -110,4 +111,4 @@ class Scan2CapLocation(Scan2Cap):
 
     def prompt(self, prompts, rng, scene, pred, inst_attrs) -> str:
         loc = location_string(as_locs(inst_attrs[scene]["locs"])[pred])
-        return rng.choice(prompts["scan2cap_location_prompt"]).replace("<loc>", loc)
+        return draw(rng, prompts, "scan2cap_location_prompt", loc)

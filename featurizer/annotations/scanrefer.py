@@ -7,6 +7,7 @@ from pathlib import Path
 
 from featurizer.annotations.base import Builder, SceneMatcher, finish_stats, new_stats
 from featurizer.annotations.match import as_locs, location_string, obj_token, strip_punctuation
+from featurizer.annotations.prompts import draw
 
 
 class ScanRefer(Builder):
@@ -39,8 +40,7 @@ class ScanRefer(Builder):
         out = []
         for r in self.sorted_records(root, split, gt_attrs, stats):
             scene, gt_id = r["scene_id"], int(r["object_id"])
-            prompt = rng.choice(prompts["grounding_prompt"]).replace(
-                "<description>", strip_punctuation(r["description"]))
+            prompt = draw(rng, prompts, "grounding_prompt", strip_punctuation(r["description"]))
             if not match.has(scene):
                 stats["skipped"] += 1
                 continue
@@ -73,8 +73,7 @@ class ScanReferLocation(ScanRefer):
         out = []
         for r in self.sorted_records(root, split, gt_attrs, stats):
             scene, gt_id = r["scene_id"], int(r["object_id"])
-            prompt = rng.choice(prompts["grounding_location_prompt"]).replace(
-                "<description>", strip_punctuation(r["description"]))
+            prompt = draw(rng, prompts, "grounding_location_prompt", strip_punctuation(r["description"]))
             if scene not in gt_attrs:
                 stats["skipped"] += 1
                 continue
