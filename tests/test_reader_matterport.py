@@ -90,12 +90,12 @@ def test_reader_loads_the_models_ground_truth(mp_root):
 
 
 def test_the_config_option_provides_the_contract(mp_root):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from test_config import _compose
+
     root, _ = mp_root
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["dataset=matterport", f"dataset.root={root}"])
+    cfg = _compose(["dataset=matterport", f"dataset.root={root}"])
     reader = instantiate(cfg.dataset)
     reader.prepare()
     reader.check()

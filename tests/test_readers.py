@@ -6,7 +6,6 @@ import inspect
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -16,15 +15,11 @@ from featurizer.dataset.scannet import ScanNetReader
 from featurizer.dataset.synthetic.generate import generate_scene
 from featurizer.dataset.synthetic.layout import write_labels_tsv
 from featurizer.errors import ConfigError
+from test_config import _compose
 
 CONTRACT = ["prepare", "check_global", "check_scene", "check", "load", "input_files", "split_of"]
 SMALL = ["dataset.num_scenes=3", "dataset.frames_per_scene=1", "dataset.image_size=[64,48]",
          "dataset.num_objects=6"]
-
-
-def _compose(overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
 def test_a_reader_without_a_name_is_refused_at_construction():

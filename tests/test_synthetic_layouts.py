@@ -187,7 +187,8 @@ def test_mask3d_finds_the_export_of_every_layout(layout, tmp_path):
     from omegaconf import OmegaConf
 
     from featurizer.dataset.labels import read_label_table
-    from test_readers import _compose, assert_export_differs_as_documented
+    from test_config import _compose
+    from test_readers import assert_export_differs_as_documented
 
     cfg = _compose([f"paths.data_dir={tmp_path}", "segmenter=mask3d", f"dataset.layout={layout}", *SMALL])
     OmegaConf.resolve(cfg.dataset)

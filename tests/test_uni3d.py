@@ -285,11 +285,11 @@ def test_tiny_yaml_loads_a_saved_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_published_size_yamls(size):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"encoder3d=uni3d_{size}"]).encoder3d
+    from test_config import _compose
+
+    cfg = _compose([f"encoder3d=uni3d_{size}"]).encoder3d
     assert cfg.size == size and cfg.checkpoint is None and cfg.num_group == 512 and cfg.group_size == 64
     with torch.device("meta"):
         model = instantiate(cfg)
