@@ -87,16 +87,16 @@ def project_points(
     )
 
 
-
-
-def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode, depth_tol, border) -> mapping.Mapping:
+def _project_sparse(pts, world_to_cam, k, depths, finite, candidates, depth_mode, depth_tol,
+                    border) -> mapping.Mapping:
     device = pts.device
     empty = torch.zeros(0, dtype=torch.int64, device=device)
     sels = [candidates[f].to(device) if bool(finite[f]) else empty for f in range(len(depths))]
     counts = [len(s) for s in sels]
     ids = torch.cat(sels) if sels else empty
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
-    sel, u, v = mapping._pairs_visible(pts[ids], starts, world_to_cam, k, depths, depth_mode, depth_tol, border)
+    sel, u, v = mapping._pairs_visible(pts[ids], starts, world_to_cam, k, depths, depth_mode, depth_tol,
+                                       border)
     return mapping._mapping_from_pairs(sel, ids[sel], u, v, starts, device)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import demo_2d
+from conftest import CONF, demo_2d
 from featurizer.dataset.matterport import GL_TO_CV, MatterportReader, faces_to_vertices, read_house
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.scannet import ScanNetReader
@@ -21,8 +21,6 @@ from featurizer.dataset.synthetic.layout_matterport import (generate_matterport,
                                                             next_room)
 from featurizer.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 W, H = 160, 120
 SEED, FRAMES, OBJECTS = 4, 3, 4
 SID = f"{house_id_of(0)}_region0"
@@ -92,12 +90,12 @@ def test_reader_loads_the_models_ground_truth(mp_root):
 
 
 def test_the_config_option_provides_the_contract(mp_root):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from test_config import _compose
+
     root, _ = mp_root
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["dataset=matterport", f"dataset.root={root}"])
+    cfg = _compose(["dataset=matterport", f"dataset.root={root}"])
     reader = instantiate(cfg.dataset)
     reader.prepare()
     reader.check()

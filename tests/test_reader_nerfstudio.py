@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONF, demo_2d
+from conftest import demo_2d
 from featurizer.dataset.frames import UNREADABLE, read_frame_checked
 from featurizer.dataset.nerfstudio import TRANSFORMS, NerfstudioReader
 from featurizer.dataset.render import render_mesh
@@ -52,12 +52,12 @@ def _groups(model):
 
 # ------------------------------------------------------------------ contract
 def test_config_option_reads_every_capture_under_root(captures):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from test_config import _compose
+
     root, model, _ = captures
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["dataset=nerfstudio", f"dataset.root={root}"])
+    cfg = _compose(["dataset=nerfstudio", f"dataset.root={root}"])
     reader = instantiate(cfg.dataset)
     assert reader.name == "nerfstudio" and reader.scene_ids == ["full", "record3d"]
     assert NerfstudioReader(str(root / "full")).scene_ids == ["full"]  # root = one capture

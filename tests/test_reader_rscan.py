@@ -15,7 +15,7 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from conftest import CONF, demo_2d
+from conftest import demo_2d
 from featurizer.dataset.render import render_mesh
 from featurizer.dataset.rscan import INFO, LABELS_PLY, OBJ_NAME, SEMSEG, RScanReader, pose_name
 from featurizer.dataset.scannet import ScanNetReader
@@ -95,12 +95,12 @@ def test_reader_loads_points_real_colours_and_ground_truth(written):
 
 
 def test_option_composes_and_instantiates(written):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from test_config import _compose
+
     root, _, _ = written
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["dataset=3rscan", f"dataset.root={root}"])
+    cfg = _compose(["dataset=3rscan", f"dataset.root={root}"])
     reader = instantiate(cfg.dataset)
     assert isinstance(reader, RScanReader) and reader.scene_ids == [SID]
 

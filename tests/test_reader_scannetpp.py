@@ -27,8 +27,6 @@ from featurizer.dataset.synthetic.scene import make_scene
 from featurizer.errors import ConfigError, DataError
 from featurizer.geometry.mapping import VoxelCuller
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
 SID = "scene0000_00"
 SEED, FRAMES, OBJECTS = 5, 3, 6
 DEPTH, COLOR = (256, 192), (640, 480)  # the iPhone's native depth size; colour resized to it

@@ -187,7 +187,8 @@ def test_mask3d_finds_the_export_of_every_layout(layout, tmp_path):
     from omegaconf import OmegaConf
 
     from featurizer.dataset.labels import read_label_table
-    from test_readers import _compose
+    from test_config import _compose
+    from test_readers import assert_export_differs_as_documented
 
     cfg = _compose([f"paths.data_dir={tmp_path}", "segmenter=mask3d", f"dataset.layout={layout}", *SMALL])
     OmegaConf.resolve(cfg.dataset)
@@ -204,8 +205,8 @@ def test_mask3d_finds_the_export_of_every_layout(layout, tmp_path):
         segmenter.check_scene(sid, len(gt.points))  # the export's masks have the layout's point count
         scene = segmenter.segment(reader.load(sid))
         assert len(scene.instances) >= 3 and {i.label for i in scene.instances} <= categories
-        pred = {frozenset(i.point_ids.tolist()) for i in scene.instances}
-        assert pred != {frozenset(i.point_ids.tolist()) for i in gt.instances}
+        # ScanNet++: the change may fall on the "furniture set" group, which is never predicted
+        assert_export_differs_as_documented(scene.instances, gt.instances, every_change=layout != "scannetpp")
 
 
 def test_frame_modes_are_checked_per_layout(tmp_path):

@@ -13,14 +13,11 @@ import pytest
 import torch
 
 from conftest import run_featurizer
+from test_pipeline import _load
 
 SMALL = ["dataset.num_scenes=3", "dataset.frames_per_scene=6", "pictures=0"]
 OBJ = re.compile(r"<OBJ(\d{3})>")
 MAX_OBJ_NUM = 100  # Chat-Scene's loader slots per scene
-
-
-def _load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED, shared_or_skip
 from featurizer.encoder3d.grouping import farthest_point_sample, knn
 from featurizer.encoder3d.uni3d import SIZES, Uni3D, load_uni3d_state_dict, preprocess
 from featurizer.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "uni3d"
 REFERENCE = SHARED / "reference" / "uni3d"
 TOL = 1e-4
@@ -25,11 +25,6 @@ STYLES = {  # fixture -> (block_style, mlp_hidden), manifest.json
     "tiny_eva02_split": ("split_swiglu", 256),
     "tiny_eva_giant": ("gelu", 418),
 }
-
-
-def need_shared(path: Path) -> None:
-    if not path.exists():
-        pytest.skip("../shared/fixtures not present (a user's clone has no shared/)")
 
 
 def tiny(style: str = "packed_swiglu", hidden: int = 256, **kw) -> Uni3D:
@@ -48,7 +43,7 @@ def cloud(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("fixture", list(STYLES))
 def test_fixture_parity(fixture):
-    need_shared(FIXTURES)
+    shared_or_skip("fixtures", "uni3d")
     objects = np.load(FIXTURES / "objects.npz")
     n = len([k for k in objects.files if k.startswith("points_")])
     xyz = [objects[f"points_{i}"] for i in range(n)]
@@ -97,7 +92,7 @@ def meta_model(size: str) -> Uni3D:
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_key_tables_load_strictly(size):
-    need_shared(REFERENCE)
+    shared_or_skip("reference", "uni3d")
     table = key_table(size)
     model = meta_model(size)
     assert sorted(model.state_dict()) == sorted(table)
@@ -108,14 +103,14 @@ def test_key_tables_load_strictly(size):
 @pytest.mark.parametrize("size,other,width", [("ti", "g", 1408), ("g", "ti", 192), ("b", "l", 1024),
                                               ("s", "b", 768)])
 def test_wrong_size_is_named(size, other, width):
-    need_shared(REFERENCE)
+    shared_or_skip("reference", "uni3d")
     with pytest.raises(CheckpointError, match=rf"width {width} in checkpoint, {SIZES[size].width} expected: "
                                               rf"is this uni3d-{other}\?"):
         load_uni3d_state_dict(key_table(other), meta_model(size))
 
 
 def test_missing_unexpected_and_wrong_shape_keys():
-    need_shared(REFERENCE)
+    shared_or_skip("reference", "uni3d")
     model = meta_model("b")
     table = key_table("b")
     gone = "point_encoder.visual.blocks.7.mlp.norm.weight"
@@ -290,11 +285,11 @@ def test_tiny_yaml_loads_a_saved_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_published_size_yamls(size):
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"encoder3d=uni3d_{size}"]).encoder3d
+    from test_config import _compose
+
+    cfg = _compose([f"encoder3d=uni3d_{size}"]).encoder3d
     assert cfg.size == size and cfg.checkpoint is None and cfg.num_group == 512 and cfg.group_size == 64
     with torch.device("meta"):
         model = instantiate(cfg)

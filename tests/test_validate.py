@@ -4,7 +4,6 @@ at once (on_bad_scene=stop) or recorded in summary.json while the others are pro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -22,19 +21,10 @@ from featurizer.segmenter.mask3d_inst_seg import Mask3DInstSeg
 from featurizer.segmenter.instance_npz import InstanceNpz
 from featurizer.segmenter.mask3d import Mask3DExport
 from featurizer.validate import validate_scenes
+from test_messages import _Command
 
 SCENES = [f"scene{i:04d}_00" for i in range(8)]
 SEGS = "_vh_clean_2.0.010000.segs.json"
-
-
-class _System:
-    """Unpickling this would run ``os.system("touch <marker>")``: pickled as the global posix.system."""
-
-    def __init__(self, marker: Path):
-        self.command = f"touch {marker}"
-
-    def __reduce__(self):
-        return (os.system, (self.command,))
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +105,7 @@ def write_inst_seg(root: Path, folder: Path, scene_ids) -> None:
 
 def pickle_inst_seg(folder: Path, sid: str, marker: Path):
     path = folder / f"{sid}.pt"
-    torch.save([{"label": "chair", "segments": [1, 2]}, _System(marker)], path)
+    torch.save([{"label": "chair", "segments": [1, 2]}, _Command(f"touch {marker}")], path)
     return path, "refusing to unpickle"
 
 
