@@ -58,7 +58,7 @@ def test_unknown_option_is_a_clear_error():
 
 @pytest.mark.parametrize("launcher", ["slurm", "local"])
 def test_launcher_options_compose_with_the_submitit_plugin(launcher):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a test dependency: never skipped)
     cfg = _compose([f"hydra/launcher={launcher}", "num_shards=4", "shard=3"])
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.hydra_submitit_launcher")
     assert cfg.num_shards == 4 and cfg.shard == 3

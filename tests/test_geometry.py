@@ -11,15 +11,13 @@ import torch
 
 from featurizer.dataset.render import box_mesh, look_at
 from featurizer.errors import ConfigError
-from featurizer.geometry import backend as geometry_backend
 from featurizer.geometry.hulls import convex_hull, grouped_hull_area2, polygon_area
 from featurizer.geometry.pooling import box_sums
 from reference_mapping import candidates, frame_entries, project_points
 
 W, H = 64, 48
 # the torch code and the compiled CPU kernels (featurizer.geometry) must give the same numbers
-BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not geometry_backend.available(),
-                                                                     reason="numba is not installed"))]
+BACKENDS = ["torch", "numba"]  # numba is a dependency: its tests never skip
 
 
 def brute_force(points, poses, intr, depths, mode, tol, border):
@@ -295,7 +293,6 @@ def test_unknown_backend_is_refused():
                                                backend="fast")
 
 
-@pytest.mark.skipif(not geometry_backend.available(), reason="numba is not installed")
 @pytest.mark.parametrize("voxel_points,coarse", [(16, 4), (4, 2), (64, 3)])
 def test_compiled_voxel_build_equals_torch(voxel_points, coarse):
     from featurizer.geometry.mapping import VoxelCuller

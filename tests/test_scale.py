@@ -52,7 +52,7 @@ def single(tmp_path_factory, data_dir):
 
 @pytest.mark.slow
 def test_submitit_local_array_merges_once_and_equals_one_process(single, data_dir, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import hydra_plugins.hydra_submitit_launcher  # noqa: F401  (a test dependency: never skipped)
     args = [*SMALL, f"paths.data_dir={data_dir}", "hydra/launcher=local", "shard=0,1", "num_shards=2",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     run_featurizer(*args, root=tmp_path, multirun=True)
