@@ -37,7 +37,7 @@ from featurizer.dataset.label_sets import NYU40, SCANNET200, label_table
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import DataError
 from featurizer.files import read_json
-from featurizer.scene import Frame, Instance, Scene
+from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
 
 PLY_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
@@ -241,14 +241,10 @@ def _registration_note(
     Frames use the depth intrinsics for the colour resized to the depth size, which assumes the two
     streams are registered (ScanNet's are, to < 0.1%).
     """
-    k = np.asarray(k_color, dtype=np.float64).copy()
+    k = np.asarray(k_color, dtype=np.float64)
     if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
         return "colour intrinsics in the header are invalid; using the depth intrinsics for colour"
-    sx, sy = depth_size[0] / color_size[0], depth_size[1] / color_size[1]
-    k[0, 0] *= sx
-    k[1, 1] *= sy
-    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    k = scaled_intrinsics(k, depth_size[0] / color_size[0], depth_size[1] / color_size[1])
     focal = max(abs(k[0, 0] / k_depth[0, 0] - 1), abs(k[1, 1] / k_depth[1, 1] - 1))
     centre = float(np.abs(k[:2, 2] - k_depth[:2, 2]).max())
     if focal > INTRINSICS_FOCAL_TOL or centre > INTRINSICS_CENTER_TOL:
@@ -707,12 +703,4 @@ class ScanNetReader(SceneReader):
                 f"intrinsics taken as given for {size[0]}x{size[1]}"
             )
             ref = size
-        if ref != size:
-            # pixel centres sit at integer coordinates (cx = 319.5 centres a 640 row), so a resize by s
-            # maps x to (x + 0.5) * s - 0.5
-            sx, sy = size[0] / ref[0], size[1] / ref[1]
-            k[0, 0] *= sx
-            k[1, 1] *= sy
-            k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-            k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
-        return k
+        return k if ref == size else scaled_intrinsics(k, size[0] / ref[0], size[1] / ref[1])

@@ -69,7 +69,7 @@ from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _f
                                         _shown, read_ply_header, read_seg_groups)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
-from featurizer.scene import Frame, Instance, Scene
+from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
 
 MESH = "scans/mesh_aligned_0.05.ply"
 SEGMENTS = "scans/segments.json"
@@ -571,9 +571,7 @@ class ScanNetPPReader(SceneReader):
         for k in ks:
             pose, cam = posed[k]
             k_cam, (w, h) = cameras[cam]
-            sx, sy = size[0] / w, size[1] / h  # pixel centres at integer coordinates: x -> (x + 0.5) s - 0.5
-            k_mat = np.array([[k_cam[0, 0] * sx, 0.0, (k_cam[0, 2] + 0.5) * sx - 0.5],
-                              [0.0, k_cam[1, 1] * sy, (k_cam[1, 2] + 0.5) * sy - 0.5], [0.0, 0.0, 1.0]])
+            k_mat = scaled_intrinsics(k_cam, size[0] / w, size[1] / h)
             own = self.frames == "dslr" or bin_path is not None  # 65535 misses, or depth from depth.bin
             files = ({"source": ScanNetPPFrameSource(colors[k], depths[k])} if own
                      else {"color_path": colors[k], "depth_path": depths[k]})
