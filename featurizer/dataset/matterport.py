@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header, read_seg_groups
+from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, _frame_size, _shown, read_ply_header,
+                                        read_seg_groups)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
@@ -61,7 +62,6 @@ HOUSE_COUNTS = ("images", "panoramas", "vertices", "surfaces", "segments", "obje
                 "portals", "levels")  # the H line's counts, in order
 FIELDS = {"H": 29, "R": 20, "panorama": 13, "I": 41}  # words per line (the letter included)
 TSV = Path("metadata") / "category_mapping.tsv"
-REQUIRED_VERTEX_PROPS = ("x", "y", "z", "red", "green", "blue")
 SCENE_RE = re.compile(r"(.+)_region(\d+)")
 
 

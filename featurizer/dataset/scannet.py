@@ -89,6 +89,31 @@ def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
     raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
 
 
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) float32 xyz and (N, 3) uint8 rgb of a ply mesh's vertices, read column-wise (ScanNet,
+    ScanNet++)."""
+    from plyfile import PlyData
+
+    if not path.is_file():
+        raise DataError(path, "mesh file not found")
+    try:
+        ply = PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several types for corrupt files
+        raise DataError(path, f"unreadable ply: {e}") from None
+    if "vertex" not in ply:
+        raise DataError(path, "ply has no 'vertex' element")
+    data = ply["vertex"].data
+    names = data.dtype.names or ()
+    missing = [p for p in REQUIRED_VERTEX_PROPS if p not in names]
+    if missing:
+        raise DataError(path, _missing_props(missing, names))
+    points = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
+    colors = np.stack([data["red"], data["green"], data["blue"]], axis=1)
+    if colors.dtype != np.uint8:
+        colors = np.clip(colors, 0, 255)
+    return points, colors.astype(np.uint8)
+
+
 def read_seg_indices(path: Path, expected: int, of: str) -> np.ndarray:
     """(N,) int64 ``segIndices`` of a segments json (ScanNet, ScanNet++, Matterport's fsegs); DataError
     unless it is a list of ``expected`` integers. of: what they index, e.g. "the mesh has 5 vertices"."""
@@ -463,7 +488,7 @@ class ScanNetReader(SceneReader):
         """Read one scene: points, colours, alignment, GT instances and frames."""
         d = self.scene_dir(scene_id)
         notes: list[str] = []
-        points, colors = self._read_mesh(d / f"{scene_id}{PLY_SUFFIX}")
+        points, colors = read_mesh(d / f"{scene_id}{PLY_SUFFIX}")
         meta_path = d / f"{scene_id}.txt"
         meta = read_meta(meta_path)
         if not meta_path.is_file():
@@ -476,29 +501,6 @@ class ScanNetReader(SceneReader):
         frames, frame_notes = self._load_frames(scene_id, meta, meta_path)
         return self.make_scene(scene_id, points, colors, instances, frames, notes + frame_notes,
                                axis_align=align)
-
-    def _read_mesh(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3) float32 xyz and (N, 3) uint8 rgb of the mesh vertices, read column-wise."""
-        from plyfile import PlyData
-
-        if not path.is_file():
-            raise DataError(path, "mesh file not found")
-        try:
-            ply = PlyData.read(str(path))
-        except Exception as e:  # plyfile raises several types for corrupt files
-            raise DataError(path, f"unreadable ply: {e}") from None
-        if "vertex" not in ply:
-            raise DataError(path, "ply has no 'vertex' element")
-        data = ply["vertex"].data
-        names = data.dtype.names or ()
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in names]
-        if missing:
-            raise DataError(path, _missing_props(missing, names))
-        points = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
-        colors = np.stack([data["red"], data["green"], data["blue"]], axis=1)
-        if colors.dtype != np.uint8:
-            colors = np.clip(colors, 0, 255)
-        return points, colors.astype(np.uint8)
 
     def _read_instances(self, d: Path, scene_id: str, num_points: int, notes: list[str]) -> list[Instance]:
         if not _has_ground_truth(d, scene_id):

@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
-                                        _shown, read_ply_header, read_seg_groups)
+from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, _frame_size, _missing_props, _shown,
+                                        read_mesh, read_ply_header, read_seg_groups)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
@@ -528,7 +528,7 @@ class ScanNetPPReader(SceneReader):
     # ------------------------------------------------------------------ loading
     def load(self, scene_id: str) -> Scene:
         d = self.scene_dir(scene_id)
-        points, colors = ScanNetReader._read_mesh(self, d / MESH)
+        points, colors = read_mesh(d / MESH)
         groups = self._groups(d, len(points))
         if self.labels == "benchmark":
             groups = [(self._benchmark_label(label), object_id, ids) for label, object_id, ids in groups]
