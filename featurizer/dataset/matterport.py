@@ -262,10 +262,7 @@ class MatterportReader(SceneReader):
         return self.split_dir / f"scenes_{split}.txt"
 
     def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
-        house_split: dict[str, str] = {}
-        for split in self.splits:
-            for house in self.split_scenes(split, required=scenes is None) or []:
-                house_split.setdefault(house, split)
+        house_split = self.listed_splits(required=scenes is None)  # the split files list houses
         if scenes is not None:
             return {s: house_split.get(parse_scene_id(s)[0], self.splits[0]) for s in scenes}
         out = {}
