@@ -141,6 +141,35 @@ def read_seg_groups(seg_path: Path, groups_path: Path, expected: int,
     return uniq, inverse, groups
 
 
+def read_object_groups(seg_path: Path, groups_path: Path, expected: int,
+                       of: str) -> tuple[np.ndarray, list[tuple[str, int, np.ndarray]]]:
+    """:func:`read_seg_groups` with every segGroup checked (ScanNet's aggregation, ScanNet++'s
+    segments_anno): ``inverse`` (N,), each element's index into the sorted unique segment ids, and per
+    segGroup ``(raw label, objectId, indices of its segments into those unique ids)``. DataError naming
+    ``groups_path`` for a group without a label, an integer objectId or integer segments, or naming a
+    segment that ``seg_path`` lacks."""
+    uniq, inverse, groups = read_seg_groups(seg_path, groups_path, expected, of)
+    out = []
+    for i, g in enumerate(groups):
+        try:
+            raw_label = str(g["label"])
+            object_id = int(g["objectId"])
+            wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                groups_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
+            ) from None
+        absent = np.setdiff1d(wanted, uniq)
+        if len(absent):
+            raise DataError(
+                groups_path,
+                f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
+                f"absent from {seg_path.name}: {_shown(absent.tolist())}",
+            )
+        out.append((raw_label, object_id, np.searchsorted(uniq, wanted)))
+    return inverse.reshape(-1), out
+
+
 def read_meta(path: Path) -> dict[str, str]:
     """``key = value`` lines of a ScanNet meta ``<scene>.txt``; {} when the file does not exist."""
     if not path.is_file():
@@ -543,30 +572,8 @@ class ScanNetReader(SceneReader):
         """
         if not _has_ground_truth(d, scene_id):
             return np.zeros(0, dtype=np.int64), []
-        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-        uniq, inverse, groups = read_seg_groups(segs_path, agg_path, num_points,
-                                                f"the mesh has {num_points} vertices")
-        out = []
-        for i, g in enumerate(groups):
-            try:
-                raw_label = str(g["label"])
-                object_id = int(g["objectId"])
-                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
-            except (KeyError, TypeError, ValueError):
-                raise DataError(
-                    agg_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
-                ) from None
-            pos = np.searchsorted(uniq, wanted)
-            found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == wanted)
-            if not found.all():
-                absent = wanted[~found]
-                raise DataError(
-                    agg_path,
-                    f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
-                    f"absent from {segs_path.name}: {_shown(absent.tolist())}",
-                )
-            out.append((raw_label, object_id, pos))
-        return inverse.reshape(-1), out
+        return read_object_groups(d / f"{scene_id}{SEGS_SUFFIX}", d / f"{scene_id}{AGG_SUFFIX}", num_points,
+                                  f"the mesh has {num_points} vertices")
 
     # ------------------------------------------------------------------ frames
     def _load_frames(

@@ -66,7 +66,7 @@ import numpy as np
 
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, _frame_size, _missing_props, _shown,
-                                        read_mesh, read_ply_header, read_seg_groups)
+                                        read_mesh, read_object_groups, read_ply_header)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
@@ -463,23 +463,14 @@ class ScanNetPPReader(SceneReader):
             return []
         if not seg_path.is_file():
             raise DataError(seg_path, f"not found, but {anno_path.name} is: instances need both")
-        uniq, inverse, groups = read_seg_groups(seg_path, anno_path, num_points,
-                                                f"{MESH} has {num_points} vertices")
+        inverse, groups = read_object_groups(seg_path, anno_path, num_points,
+                                             f"{MESH} has {num_points} vertices")
+        num_segments = int(inverse.max(initial=-1)) + 1
         out = []
-        for i, g in enumerate(groups):
-            try:
-                label, object_id = str(g["label"]), int(g["objectId"])
-                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
-            except (KeyError, TypeError, ValueError):
-                raise DataError(anno_path, f"segGroups[{i}] lacks a label, an integer objectId or "
-                                           f"integer segments") from None
-            absent = np.setdiff1d(wanted, uniq)
-            if len(absent):
-                raise DataError(anno_path, f"segGroups[{i}] (objectId {object_id}, '{label}') names "
-                                           f"{len(absent)} segment id(s) absent from {seg_path.name}: "
-                                           f"{_shown(absent.tolist())}")
-            member = np.isin(uniq, wanted)
-            out.append((label, object_id, np.flatnonzero(member[inverse.reshape(-1)])))
+        for label, object_id, pos in groups:
+            member = np.zeros(num_segments, dtype=bool)
+            member[pos] = True
+            out.append((label, object_id, np.flatnonzero(member[inverse])))
         return out
 
     def _frame_sources(self, d: Path):
