@@ -89,6 +89,18 @@ def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
     raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
 
 
+def mesh_vertex_count(path: Path) -> int:
+    """The vertex count of a ply mesh's header (what :func:`read_mesh` reads, the body not read); DataError
+    when it has no vertex element or its vertices lack one of x y z red green blue."""
+    counts, props, _ = read_ply_header(path)
+    if "vertex" not in counts:
+        raise DataError(path, "ply header has no 'vertex' element")
+    missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
+    if missing:
+        raise DataError(path, _missing_props(missing, props))
+    return counts["vertex"]
+
+
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) float32 xyz and (N, 3) uint8 rgb of a ply mesh's vertices, read column-wise (ScanNet,
     ScanNet++)."""
@@ -459,19 +471,14 @@ class ScanNetReader(SceneReader):
         """
         d = self.scene_dir(scene_id)
         ply = d / f"{scene_id}{PLY_SUFFIX}"
-        counts, props, _ = read_ply_header(ply)
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
-        if "vertex" not in counts:
-            raise DataError(ply, "ply header has no 'vertex' element")
-        if missing:
-            raise DataError(ply, _missing_props(missing, props))
+        num_points = mesh_vertex_count(ply)
         meta_path = d / f"{scene_id}.txt"
         meta = read_meta(meta_path)
         parse_axis_alignment(meta, meta_path)
-        self._ground_truth_groups(d, scene_id, counts["vertex"])
+        self._ground_truth_groups(d, scene_id, num_points)
         self._check_frames(scene_id, meta, meta_path)
         self._check_frame_files(scene_id)
-        return counts["vertex"]
+        return num_points
 
     def _check_frame_files(self, scene_id: str) -> None:
         """Exported frames: colour, depth and pose files present, every pose file parseable; ``.sens``:

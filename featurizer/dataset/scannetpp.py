@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, _frame_size, _missing_props, _shown,
-                                        read_mesh, read_object_groups, read_ply_header)
+from featurizer.dataset.scannet import (_frame_size, _shown, mesh_vertex_count, read_mesh, read_object_groups,
+                                        read_ply_header)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
@@ -445,16 +445,11 @@ class ScanNetPPReader(SceneReader):
         """The ply header, segments length and segGroups (parsed as :meth:`load` parses them), the COLMAP
         files (every pose readable) and the frame folders; returns the vertex count."""
         d = self.scene_dir(scene_id)
-        counts, props, _ = read_ply_header(d / MESH)
-        if "vertex" not in counts:
-            raise DataError(d / MESH, "ply header has no 'vertex' element")
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
-        if missing:
-            raise DataError(d / MESH, _missing_props(missing, props))
-        self._groups(d, counts["vertex"])
+        num_points = mesh_vertex_count(d / MESH)
+        self._groups(d, num_points)
         if self.frames != "none":
             self._frame_sources(d)
-        return counts["vertex"]
+        return num_points
 
     def _groups(self, d: Path, num_points: int) -> list[tuple[str, int, np.ndarray]]:
         """``(raw label, objectId, vertex ids)`` per segGroup, in list order ([] without annotations)."""
