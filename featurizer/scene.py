@@ -29,6 +29,17 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ t[:3, :3].T + t[:3, 3]
 
 
+def scaled_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(3, 3) float64 intrinsics ``k`` for the image resized by ``sx, sy`` (new size / old size); pixel
+    centres sit at integer coordinates (cx = 319.5 centres a 640 row), so x maps to (x + 0.5) * s - 0.5."""
+    out = np.array(k, dtype=np.float64)[:3, :3]
+    out[0, 0] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def box_center_size(points: np.ndarray) -> np.ndarray:
     """Axis-aligned box of (N, 3) points as (6,) float32 ``(center xyz, size xyz)``; zeros when empty."""
     if len(points) == 0:

@@ -244,6 +244,22 @@ def test_aggregation_with_unknown_segments(copy):
     assert e.value.path == agg
 
 
+def test_empty_mesh_with_a_segment_group_is_one_clear_error(copy):
+    """A mesh of no vertices (its segs list empty) under an aggregation naming segments: the DataError of
+    the absent segments (the old lookup indexed the empty unique ids and raised IndexError)."""
+    root, _ = copy
+    scan = _scan(root)
+    (scan / f"{SID}_vh_clean_2.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    (scan / f"{SID}_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": []}))
+    agg = scan / f"{SID}.aggregation.json"
+    with pytest.raises(DataError, match=r"segGroups\[0\] \(objectId .*\) names \d+ segment id\(s\) absent") \
+            as e:
+        ScanNetReader(str(root), frames="none").check()
+    assert e.value.path == agg
+
+
 def test_missing_labels_tsv(copy):
     root, _ = copy
     (root / TSV_NAME).unlink()

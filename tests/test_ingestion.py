@@ -536,7 +536,8 @@ def test_one_odd_depth_frame_does_not_decide_the_scene_size(copy, encoders):
     Image.fromarray(np.full((H // 2, W // 2), 1500, np.uint16)).save(_frames_dir(root) / "depth" / "0.png")
     scene = _load(root)
     assert [f.image_size for f in scene.frames] == [(W, H)] * NUM_FRAMES  # the majority, not frame 0
-    np.testing.assert_array_equal(scene.frames[1].intrinsics, _load(root, frames="exported").frames[1].intrinsics)
+    exported = _load(root, frames="exported")
+    np.testing.assert_array_equal(scene.frames[1].intrinsics, exported.frames[1].intrinsics)
     result = run_2d(scene, enc2d, _fusion())
     assert result.skipped_frames == {0: SIZE_MISMATCH}
     assert good.skipped_frames == {}

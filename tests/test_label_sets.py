@@ -231,9 +231,9 @@ def test_a_run_building_annotations_refuses_labels_that_leave_objects_out(demo, 
                           f"hydra.run.dir={tmp_path / 'refused'}", root=tmp_path, check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"featurizer: error: config option 'dataset.labels': dataset.labels={labels} leaves objects out, which "
-        "shifts the object ids the task annotations refer to: keep every object (the default labels) or pass "
-        "annotations=none")
+        f"featurizer: error: config option 'dataset.labels': dataset.labels={labels} leaves objects out, "
+        "which shifts the object ids the task annotations refer to: keep every object (the default labels) "
+        "or pass annotations=none")
     assert not (tmp_path / "outputs" / "cache").exists()  # refused before any stage ran
     run_featurizer(*common, "annotations=none", f"hydra.run.dir={tmp_path / 'ok'}", root=tmp_path)
     assert (tmp_path / "ok" / "scannet_gt_uni3d_feats.pt").is_file()

@@ -32,7 +32,8 @@ def test_a_reader_without_a_name_is_refused_at_construction():
 
 def _scannet_root(root):
     """A real ScanNet-layout folder with one val scene."""
-    generate_scene(root, "scene0000_00", np.random.default_rng(1), num_frames=1, image_size=(64, 48), num_objects=3)
+    generate_scene(root, "scene0000_00", np.random.default_rng(1), num_frames=1, image_size=(64, 48),
+                   num_objects=3)
     write_labels_tsv(root / "scannetv2-labels.combined.tsv")
     (root / "scannetv2_val.txt").write_text("scene0000_00\n")
     return "scannet"
@@ -58,7 +59,8 @@ def _scannetpp_root(root):
 def _nerfstudio_root(root):
     from featurizer.dataset.synthetic.layout_nerfstudio import generate_capture
 
-    generate_capture(root / "capture", np.random.default_rng(1), num_frames=1, image_size=(64, 48), num_objects=3)
+    generate_capture(root / "capture", np.random.default_rng(1), num_frames=1, image_size=(64, 48),
+                     num_objects=3)
     return "nerfstudio"
 
 

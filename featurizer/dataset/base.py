@@ -64,7 +64,7 @@ class SceneReader:
         """The ids the split file of ``split`` lists (:meth:`split_file`); None when it is missing and not
         ``required``. DataError naming ``dataset.root`` when that folder is missing (the file under it
         would be reported instead), else the file when a required one is missing or empty. Used by
-        :meth:`assign_splits`."""
+        :meth:`listed_splits`."""
         path = self.split_file(split)
         if not path.is_file():
             if not required:
@@ -77,16 +77,22 @@ class SceneReader:
             raise DataError(path, f"split file lists no {self.split_unit}")
         return ids
 
+    def listed_splits(self, required: bool) -> dict[str, str]:
+        """Id -> split of every id the split files list (:meth:`split_scenes`), in split order, then file
+        order; an id listed twice keeps its first split."""
+        listed: dict[str, str] = {}
+        for split in self.splits:
+            for scene_id in self.split_scenes(split, required) or []:
+                listed.setdefault(scene_id, split)
+        return listed
+
     def assign_splits(self, scenes: list[str] | str | None) -> dict[str, str]:
         """Scene id -> split, in run order: the split files' scenes (split order, then file order; a scene
         listed twice keeps its first split), or the explicit ``scenes`` (each given the split whose file
         lists it, else the first split)."""
         if isinstance(scenes, str):  # dataset.scenes=a,b from the command line
             scenes = scenes.replace(",", " ").split()
-        listed: dict[str, str] = {}
-        for split in self.splits:
-            for scene_id in self.split_scenes(split, required=scenes is None) or []:
-                listed.setdefault(scene_id, split)
+        listed = self.listed_splits(required=scenes is None)
         if scenes is None:
             return listed
         return {str(s): listed.get(str(s), self.splits[0]) for s in scenes}

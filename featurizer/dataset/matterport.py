@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import _frame_size, _shown, read_ply_header, read_seg_groups
+from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, _frame_size, _shown, read_ply_header,
+                                        read_seg_groups)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
 from featurizer.scene import Frame, Instance, Scene
@@ -61,7 +62,6 @@ HOUSE_COUNTS = ("images", "panoramas", "vertices", "surfaces", "segments", "obje
                 "portals", "levels")  # the H line's counts, in order
 FIELDS = {"H": 29, "R": 20, "panorama": 13, "I": 41}  # words per line (the letter included)
 TSV = Path("metadata") / "category_mapping.tsv"
-REQUIRED_VERTEX_PROPS = ("x", "y", "z", "red", "green", "blue")
 SCENE_RE = re.compile(r"(.+)_region(\d+)")
 
 
@@ -262,10 +262,7 @@ class MatterportReader(SceneReader):
         return self.split_dir / f"scenes_{split}.txt"
 
     def _assign_splits(self, scenes: list[str] | None) -> dict[str, str]:
-        house_split: dict[str, str] = {}
-        for split in self.splits:
-            for house in self.split_scenes(split, required=scenes is None) or []:
-                house_split.setdefault(house, split)
+        house_split = self.listed_splits(required=scenes is None)  # the split files list houses
         if scenes is not None:
             return {s: house_split.get(parse_scene_id(s)[0], self.splits[0]) for s in scenes}
         out = {}

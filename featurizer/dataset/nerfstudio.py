@@ -95,16 +95,10 @@ class NerfstudioReader(SceneReader):
         if split is not None:
             raise ConfigError("dataset.split", f"renamed: pass dataset.splits=[{split}] (a list, as every "
                                                f"reader takes)")
-        if root is None or str(root) in ("", "???"):
-            raise ConfigError("dataset.root", "the capture folder is not set: pass dataset.root=/path")
+        self.root = self.check_options(root, "capture", frame_stride=frame_stride, max_frames=max_frames)
         if ply_frame not in PLY_FRAMES:
             choices = ", ".join(PLY_FRAMES)
             raise ConfigError("dataset.ply_frame", f"unknown {ply_frame!r}; choose one of {choices}")
-        if int(frame_stride) < 1:
-            raise ConfigError("dataset.frame_stride", f"must be >= 1, got {frame_stride}")
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError("dataset.max_frames", f"must be >= 1 or null, got {max_frames}")
-        self.root = Path(root)
         self.splits = self.split_names(splits)
         if len(self.splits) != 1:
             raise ConfigError("dataset.splits", f"nerfstudio has no split files: every capture is in one "

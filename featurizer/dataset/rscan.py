@@ -77,11 +77,12 @@ def pose_name(k: int) -> str:
 
 
 class RScanFrameSource:
-    """A picklable ``Frame.source``: the depth PGM (stored orientation) in metres, and the colour jpg
-    resized (bilinear) to the depth size, as 3RScan's own backprojection does."""
+    """A picklable ``Frame.source``: the depth PGM (stored orientation) in metres (raw / the frame's
+    ``depth_scale``, ``m_depthShift``), and the colour jpg resized (bilinear) to the depth size, as 3RScan's
+    own backprojection does."""
 
-    def __init__(self, color_path: Path, depth_path: Path, depth_shift: float):
-        self.color_path, self.path, self.depth_shift = Path(color_path), Path(depth_path), float(depth_shift)
+    def __init__(self, color_path: Path, depth_path: Path):
+        self.color_path, self.path = Path(color_path), Path(depth_path)
 
     def __call__(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
@@ -94,7 +95,7 @@ class RScanFrameSource:
             if im.size != frame.image_size:
                 im = im.resize(frame.image_size, Image.BILINEAR)
             color = np.asarray(im, dtype=np.uint8)
-        return color, depth.astype(np.float32) / self.depth_shift
+        return color, depth.astype(np.float32) / float(frame.depth_scale)
 
 
 def _obj_vertex_count(path: Path) -> int:
@@ -454,7 +455,7 @@ class RScanReader(SceneReader):
                 bad.append(n)
                 continue
             frames.append(Frame(number=n, pose=pose, intrinsics=k, image_size=size, depth_scale=shift,
-                                source=RScanFrameSource(color, depth, shift)))
+                                source=RScanFrameSource(color, depth)))
         if incomplete:
             notes.append(f"skipped {len(incomplete)} frame(s) with a pose but no colour or depth image: "
                          f"{_shown(incomplete, 10)}")

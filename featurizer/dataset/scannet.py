@@ -37,7 +37,7 @@ from featurizer.dataset.label_sets import NYU40, SCANNET200, label_table
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.errors import DataError
 from featurizer.files import read_json
-from featurizer.scene import Frame, Instance, Scene
+from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
 
 PLY_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
@@ -89,6 +89,43 @@ def read_ply_header(path: Path) -> tuple[dict[str, int], list[str], str]:
     raise DataError(path, "ply header too long (no 'end_header' within 10000 lines)")
 
 
+def mesh_vertex_count(path: Path) -> int:
+    """The vertex count of a ply mesh's header (what :func:`read_mesh` reads, the body not read); DataError
+    when it has no vertex element or its vertices lack one of x y z red green blue."""
+    counts, props, _ = read_ply_header(path)
+    if "vertex" not in counts:
+        raise DataError(path, "ply header has no 'vertex' element")
+    missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
+    if missing:
+        raise DataError(path, _missing_props(missing, props))
+    return counts["vertex"]
+
+
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) float32 xyz and (N, 3) uint8 rgb of a ply mesh's vertices, read column-wise (ScanNet,
+    ScanNet++)."""
+    from plyfile import PlyData
+
+    if not path.is_file():
+        raise DataError(path, "mesh file not found")
+    try:
+        ply = PlyData.read(str(path))
+    except Exception as e:  # plyfile raises several types for corrupt files
+        raise DataError(path, f"unreadable ply: {e}") from None
+    if "vertex" not in ply:
+        raise DataError(path, "ply has no 'vertex' element")
+    data = ply["vertex"].data
+    names = data.dtype.names or ()
+    missing = [p for p in REQUIRED_VERTEX_PROPS if p not in names]
+    if missing:
+        raise DataError(path, _missing_props(missing, names))
+    points = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
+    colors = np.stack([data["red"], data["green"], data["blue"]], axis=1)
+    if colors.dtype != np.uint8:
+        colors = np.clip(colors, 0, 255)
+    return points, colors.astype(np.uint8)
+
+
 def read_seg_indices(path: Path, expected: int, of: str) -> np.ndarray:
     """(N,) int64 ``segIndices`` of a segments json (ScanNet, ScanNet++, Matterport's fsegs); DataError
     unless it is a list of ``expected`` integers. of: what they index, e.g. "the mesh has 5 vertices"."""
@@ -114,6 +151,35 @@ def read_seg_groups(seg_path: Path, groups_path: Path, expected: int,
         raise DataError(groups_path, "no 'segGroups' list")
     uniq, inverse = np.unique(seg, return_inverse=True)
     return uniq, inverse, groups
+
+
+def read_object_groups(seg_path: Path, groups_path: Path, expected: int,
+                       of: str) -> tuple[np.ndarray, list[tuple[str, int, np.ndarray]]]:
+    """:func:`read_seg_groups` with every segGroup checked (ScanNet's aggregation, ScanNet++'s
+    segments_anno): ``inverse`` (N,), each element's index into the sorted unique segment ids, and per
+    segGroup ``(raw label, objectId, indices of its segments into those unique ids)``. DataError naming
+    ``groups_path`` for a group without a label, an integer objectId or integer segments, or naming a
+    segment that ``seg_path`` lacks."""
+    uniq, inverse, groups = read_seg_groups(seg_path, groups_path, expected, of)
+    out = []
+    for i, g in enumerate(groups):
+        try:
+            raw_label = str(g["label"])
+            object_id = int(g["objectId"])
+            wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                groups_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
+            ) from None
+        absent = np.setdiff1d(wanted, uniq)
+        if len(absent):
+            raise DataError(
+                groups_path,
+                f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
+                f"absent from {seg_path.name}: {_shown(absent.tolist())}",
+            )
+        out.append((raw_label, object_id, np.searchsorted(uniq, wanted)))
+    return inverse.reshape(-1), out
 
 
 def read_meta(path: Path) -> dict[str, str]:
@@ -241,14 +307,10 @@ def _registration_note(
     Frames use the depth intrinsics for the colour resized to the depth size, which assumes the two
     streams are registered (ScanNet's are, to < 0.1%).
     """
-    k = np.asarray(k_color, dtype=np.float64).copy()
+    k = np.asarray(k_color, dtype=np.float64)
     if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
         return "colour intrinsics in the header are invalid; using the depth intrinsics for colour"
-    sx, sy = depth_size[0] / color_size[0], depth_size[1] / color_size[1]
-    k[0, 0] *= sx
-    k[1, 1] *= sy
-    k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-    k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
+    k = scaled_intrinsics(k, depth_size[0] / color_size[0], depth_size[1] / color_size[1])
     focal = max(abs(k[0, 0] / k_depth[0, 0] - 1), abs(k[1, 1] / k_depth[1, 1] - 1))
     centre = float(np.abs(k[:2, 2] - k_depth[:2, 2]).max())
     if focal > INTRINSICS_FOCAL_TOL or centre > INTRINSICS_CENTER_TOL:
@@ -409,19 +471,14 @@ class ScanNetReader(SceneReader):
         """
         d = self.scene_dir(scene_id)
         ply = d / f"{scene_id}{PLY_SUFFIX}"
-        counts, props, _ = read_ply_header(ply)
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
-        if "vertex" not in counts:
-            raise DataError(ply, "ply header has no 'vertex' element")
-        if missing:
-            raise DataError(ply, _missing_props(missing, props))
+        num_points = mesh_vertex_count(ply)
         meta_path = d / f"{scene_id}.txt"
         meta = read_meta(meta_path)
         parse_axis_alignment(meta, meta_path)
-        self._ground_truth_groups(d, scene_id, counts["vertex"])
+        self._ground_truth_groups(d, scene_id, num_points)
         self._check_frames(scene_id, meta, meta_path)
         self._check_frame_files(scene_id)
-        return counts["vertex"]
+        return num_points
 
     def _check_frame_files(self, scene_id: str) -> None:
         """Exported frames: colour, depth and pose files present, every pose file parseable; ``.sens``:
@@ -467,7 +524,7 @@ class ScanNetReader(SceneReader):
         """Read one scene: points, colours, alignment, GT instances and frames."""
         d = self.scene_dir(scene_id)
         notes: list[str] = []
-        points, colors = self._read_mesh(d / f"{scene_id}{PLY_SUFFIX}")
+        points, colors = read_mesh(d / f"{scene_id}{PLY_SUFFIX}")
         meta_path = d / f"{scene_id}.txt"
         meta = read_meta(meta_path)
         if not meta_path.is_file():
@@ -480,29 +537,6 @@ class ScanNetReader(SceneReader):
         frames, frame_notes = self._load_frames(scene_id, meta, meta_path)
         return self.make_scene(scene_id, points, colors, instances, frames, notes + frame_notes,
                                axis_align=align)
-
-    def _read_mesh(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3) float32 xyz and (N, 3) uint8 rgb of the mesh vertices, read column-wise."""
-        from plyfile import PlyData
-
-        if not path.is_file():
-            raise DataError(path, "mesh file not found")
-        try:
-            ply = PlyData.read(str(path))
-        except Exception as e:  # plyfile raises several types for corrupt files
-            raise DataError(path, f"unreadable ply: {e}") from None
-        if "vertex" not in ply:
-            raise DataError(path, "ply has no 'vertex' element")
-        data = ply["vertex"].data
-        names = data.dtype.names or ()
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in names]
-        if missing:
-            raise DataError(path, _missing_props(missing, names))
-        points = np.stack([data["x"], data["y"], data["z"]], axis=1).astype(np.float32)
-        colors = np.stack([data["red"], data["green"], data["blue"]], axis=1)
-        if colors.dtype != np.uint8:
-            colors = np.clip(colors, 0, 255)
-        return points, colors.astype(np.uint8)
 
     def _read_instances(self, d: Path, scene_id: str, num_points: int, notes: list[str]) -> list[Instance]:
         if not _has_ground_truth(d, scene_id):
@@ -545,30 +579,8 @@ class ScanNetReader(SceneReader):
         """
         if not _has_ground_truth(d, scene_id):
             return np.zeros(0, dtype=np.int64), []
-        agg_path, segs_path = d / f"{scene_id}{AGG_SUFFIX}", d / f"{scene_id}{SEGS_SUFFIX}"
-        uniq, inverse, groups = read_seg_groups(segs_path, agg_path, num_points,
-                                                f"the mesh has {num_points} vertices")
-        out = []
-        for i, g in enumerate(groups):
-            try:
-                raw_label = str(g["label"])
-                object_id = int(g["objectId"])
-                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
-            except (KeyError, TypeError, ValueError):
-                raise DataError(
-                    agg_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
-                ) from None
-            pos = np.searchsorted(uniq, wanted)
-            found = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == wanted)
-            if not found.all():
-                absent = wanted[~found]
-                raise DataError(
-                    agg_path,
-                    f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
-                    f"absent from {segs_path.name}: {_shown(absent.tolist())}",
-                )
-            out.append((raw_label, object_id, pos))
-        return inverse.reshape(-1), out
+        return read_object_groups(d / f"{scene_id}{SEGS_SUFFIX}", d / f"{scene_id}{AGG_SUFFIX}", num_points,
+                                  f"the mesh has {num_points} vertices")
 
     # ------------------------------------------------------------------ frames
     def _load_frames(
@@ -707,12 +719,4 @@ class ScanNetReader(SceneReader):
                 f"intrinsics taken as given for {size[0]}x{size[1]}"
             )
             ref = size
-        if ref != size:
-            # pixel centres sit at integer coordinates (cx = 319.5 centres a 640 row), so a resize by s
-            # maps x to (x + 0.5) * s - 0.5
-            sx, sy = size[0] / ref[0], size[1] / ref[1]
-            k[0, 0] *= sx
-            k[1, 1] *= sy
-            k[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-            k[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
-        return k
+        return k if ref == size else scaled_intrinsics(k, size[0] / ref[0], size[1] / ref[1])

@@ -65,11 +65,11 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.dataset.base import SceneReader
-from featurizer.dataset.scannet import (REQUIRED_VERTEX_PROPS, ScanNetReader, _frame_size, _missing_props,
-                                        _shown, read_ply_header, read_seg_groups)
+from featurizer.dataset.scannet import (_frame_size, _shown, mesh_vertex_count, read_mesh, read_object_groups,
+                                        read_ply_header)
 from featurizer.errors import ConfigError, DataError
 from featurizer.files import read_json
-from featurizer.scene import Frame, Instance, Scene
+from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
 
 MESH = "scans/mesh_aligned_0.05.ply"
 SEGMENTS = "scans/segments.json"
@@ -445,16 +445,11 @@ class ScanNetPPReader(SceneReader):
         """The ply header, segments length and segGroups (parsed as :meth:`load` parses them), the COLMAP
         files (every pose readable) and the frame folders; returns the vertex count."""
         d = self.scene_dir(scene_id)
-        counts, props, _ = read_ply_header(d / MESH)
-        if "vertex" not in counts:
-            raise DataError(d / MESH, "ply header has no 'vertex' element")
-        missing = [p for p in REQUIRED_VERTEX_PROPS if p not in props]
-        if missing:
-            raise DataError(d / MESH, _missing_props(missing, props))
-        self._groups(d, counts["vertex"])
+        num_points = mesh_vertex_count(d / MESH)
+        self._groups(d, num_points)
         if self.frames != "none":
             self._frame_sources(d)
-        return counts["vertex"]
+        return num_points
 
     def _groups(self, d: Path, num_points: int) -> list[tuple[str, int, np.ndarray]]:
         """``(raw label, objectId, vertex ids)`` per segGroup, in list order ([] without annotations)."""
@@ -463,23 +458,14 @@ class ScanNetPPReader(SceneReader):
             return []
         if not seg_path.is_file():
             raise DataError(seg_path, f"not found, but {anno_path.name} is: instances need both")
-        uniq, inverse, groups = read_seg_groups(seg_path, anno_path, num_points,
-                                                f"{MESH} has {num_points} vertices")
+        inverse, groups = read_object_groups(seg_path, anno_path, num_points,
+                                             f"{MESH} has {num_points} vertices")
+        num_segments = int(inverse.max(initial=-1)) + 1
         out = []
-        for i, g in enumerate(groups):
-            try:
-                label, object_id = str(g["label"]), int(g["objectId"])
-                wanted = np.unique(np.asarray(g["segments"], dtype=np.int64).reshape(-1))
-            except (KeyError, TypeError, ValueError):
-                raise DataError(anno_path, f"segGroups[{i}] lacks a label, an integer objectId or "
-                                           f"integer segments") from None
-            absent = np.setdiff1d(wanted, uniq)
-            if len(absent):
-                raise DataError(anno_path, f"segGroups[{i}] (objectId {object_id}, '{label}') names "
-                                           f"{len(absent)} segment id(s) absent from {seg_path.name}: "
-                                           f"{_shown(absent.tolist())}")
-            member = np.isin(uniq, wanted)
-            out.append((label, object_id, np.flatnonzero(member[inverse.reshape(-1)])))
+        for label, object_id, pos in groups:
+            member = np.zeros(num_segments, dtype=bool)
+            member[pos] = True
+            out.append((label, object_id, np.flatnonzero(member[inverse])))
         return out
 
     def _frame_sources(self, d: Path):
@@ -528,7 +514,7 @@ class ScanNetPPReader(SceneReader):
     # ------------------------------------------------------------------ loading
     def load(self, scene_id: str) -> Scene:
         d = self.scene_dir(scene_id)
-        points, colors = ScanNetReader._read_mesh(self, d / MESH)
+        points, colors = read_mesh(d / MESH)
         groups = self._groups(d, len(points))
         if self.labels == "benchmark":
             groups = [(self._benchmark_label(label), object_id, ids) for label, object_id, ids in groups]
@@ -571,9 +557,7 @@ class ScanNetPPReader(SceneReader):
         for k in ks:
             pose, cam = posed[k]
             k_cam, (w, h) = cameras[cam]
-            sx, sy = size[0] / w, size[1] / h  # pixel centres at integer coordinates: x -> (x + 0.5) s - 0.5
-            k_mat = np.array([[k_cam[0, 0] * sx, 0.0, (k_cam[0, 2] + 0.5) * sx - 0.5],
-                              [0.0, k_cam[1, 1] * sy, (k_cam[1, 2] + 0.5) * sy - 0.5], [0.0, 0.0, 1.0]])
+            k_mat = scaled_intrinsics(k_cam, size[0] / w, size[1] / h)
             own = self.frames == "dslr" or bin_path is not None  # 65535 misses, or depth from depth.bin
             files = ({"source": ScanNetPPFrameSource(colors[k], depths[k])} if own
                      else {"color_path": colors[k], "depth_path": depths[k]})

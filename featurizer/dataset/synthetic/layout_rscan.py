@@ -31,7 +31,7 @@ from featurizer.dataset.render import render_mesh
 from featurizer.dataset.rscan import (INFO, LABELS_PLY, OBJ_NAME, SEMSEG, SEQUENCE, color_name, depth_name,
                                       pose_name)
 from featurizer.dataset.synthetic.layout import JPEG_QUALITY, _fmt_exact
-from featurizer.dataset.synthetic.scene import SceneModel
+from featurizer.dataset.synthetic.scene import SceneModel, scaled_intrinsics
 
 COLOR_SIZE = (960, 540)
 DEPTH_SIZE = (224, 172)
@@ -57,10 +57,7 @@ def rscan_intrinsics(depth_size=DEPTH_SIZE, color_size=COLOR_SIZE) -> tuple[np.n
     (dw, dh), (cw, ch) = depth_size, color_size
     k_depth = np.array([[DEPTH_FX * dw / 224, 0, dw / 2 - 0.5 + 1.3],
                         [0, DEPTH_FY * dh / 172, dh / 2 - 0.5 - 0.7], [0, 0, 1.0]])
-    sx, sy = cw / dw, ch / dh
-    k_color = np.array([[k_depth[0, 0] * sx, 0, (k_depth[0, 2] + 0.5) * sx - 0.5],
-                        [0, k_depth[1, 1] * sy, (k_depth[1, 2] + 0.5) * sy - 0.5], [0, 0, 1.0]])
-    return k_depth, k_color
+    return k_depth, scaled_intrinsics(k_depth, cw / dw, ch / dh)
 
 
 def write_pgm16(path: Path, depth_mm: np.ndarray) -> None:

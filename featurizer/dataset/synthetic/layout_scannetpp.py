@@ -39,7 +39,7 @@ from featurizer.dataset.scannetpp import (ANNO, BENCHMARK_CLASSES, BENCHMARK_MAP
                                           SPLIT_FILES)
 from featurizer.dataset.synthetic.furniture import RAW_LABELS
 from featurizer.dataset.synthetic.layout import JPEG_QUALITY, write_ply
-from featurizer.dataset.synthetic.scene import SceneModel
+from featurizer.dataset.synthetic.scene import SceneModel, scaled_intrinsics
 
 OVERLAP_LABEL = "furniture set"  # the extra segGroup: the union of the first two objects
 DSLR_COLOR_SIZE = (384, 256)  # ScanNet++'s undistorted DSLR aspect (1752x1168), smaller
@@ -67,16 +67,6 @@ def rotation_quaternion(r: np.ndarray) -> np.ndarray:
         q[1 + a], q[1 + b], q[1 + c] = s / 4, (m[a, b] + m[b, a]) / s, (m[a, c] + m[c, a]) / s
     q = np.asarray(q, dtype=np.float64)
     return q if q[0] >= 0 else -q
-
-
-def scaled_intrinsics(k: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
-    """``k`` (featurizer's pixel centres at integer coordinates) for an image resized by the scales."""
-    out = np.array(k, dtype=np.float64)
-    out[0, 0] *= scale_x
-    out[1, 1] *= scale_y
-    out[0, 2] = (out[0, 2] + 0.5) * scale_x - 0.5
-    out[1, 2] = (out[1, 2] + 0.5) * scale_y - 0.5
-    return out
 
 
 def ground_truth(model: SceneModel) -> list[dict]:

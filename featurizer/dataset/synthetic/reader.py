@@ -263,8 +263,9 @@ class SyntheticDataset:
 
     def __new__(cls, layout: str = "scannet", **kwargs) -> SyntheticData:
         if layout not in READERS:
-            raise ConfigError("dataset.layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+            raise ConfigError("dataset.layout",
+                              f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if layout != "scannet" and int(kwargs.get("frames_per_scene", 24)) < 1:
-            raise ConfigError("dataset.frames_per_scene", f"must be >= 1 for layout {layout} (its files need a "
-                                                          f"frame)")
+            raise ConfigError("dataset.frames_per_scene",
+                              f"must be >= 1 for layout {layout} (its files need a frame)")
         return READERS[layout](**kwargs)

@@ -180,6 +180,18 @@ def ground_truth_groups(groups: list, n_structure: int, group_of: np.ndarray, se
     return objects, structure
 
 
+def scaled_intrinsics(k: np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    """``k`` (featurizer's pixel centres at integer coordinates) for an image resized by the scales. The
+    generator's own copy of :func:`featurizer.scene.scaled_intrinsics`: what it writes does not rest on
+    the readers' code, so a wrong formula there fails the readers' round trips."""
+    out = np.array(k, dtype=np.float64)
+    out[0, 0] *= scale_x
+    out[1, 1] *= scale_y
+    out[0, 2] = (out[0, 2] + 0.5) * scale_x - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) * scale_y - 0.5
+    return out
+
+
 def camera_intrinsics(rng: np.random.Generator, intrinsics_size: tuple[int, int],
                       image_size: tuple[int, int], exact_f32: bool) -> tuple[np.ndarray, np.ndarray]:
     """(k_written at ``intrinsics_size``, k_image at ``image_size``): ScanNet-like focal length and
