@@ -149,7 +149,8 @@ def test_scannet200_export_on_a_3rscan_scene(rscan, tmp_path):
     txt = write_export(tmp_path, preds, n, scene=SID, tsv=None) / f"{SID}.txt"
     assert not list(root.rglob(TSV_NAME)) and not list(tmp_path.rglob(TSV_NAME))
     seg = Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=str(root))  # default: scannet200
-    seg.check([SID])
+    seg.check_global()
+    seg.check_scene(SID, n)
     seg.segment(scene)
     assert [i.label for i in scene.instances] == ["office chair", "mattress", "wall"]
     np.testing.assert_array_equal(scene.instances[0].point_ids, chair)
@@ -168,7 +169,7 @@ def test_scannet200_export_on_a_3rscan_scene(rscan, tmp_path):
         Mask3DExport(str(tmp_path), splits=["val"]).predict(scene)
     # label_set=tsv on a dataset without ScanNet's tsv: the option named
     with pytest.raises(ConfigError, match="segmenter.labels_tsv"):
-        Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=None, label_set="tsv").check([SID])
+        Mask3DExport(str(tmp_path), splits=["val"], labels_tsv=None, label_set="tsv").check_global()
 
 
 # ------------------------------------------------------------------ 3RScan's benchmark columns

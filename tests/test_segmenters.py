@@ -114,7 +114,7 @@ def test_mask3d_labels_tsv_fallback_to_root_parent(tmp_path):
     assert seg.labels_path() == tmp_path / "scannetv2-labels.combined.tsv"
     (tmp_path / "scannetv2-labels.combined.tsv").unlink()
     with pytest.raises(ConfigError, match="labels_tsv"):
-        Mask3DExport(str(root), labels_tsv=None, label_set="tsv").check([SCENE])
+        Mask3DExport(str(root), labels_tsv=None, label_set="tsv").check_global()
 
 
 def test_mask3d_wrong_line_count_names_mask_file(tmp_path):
@@ -137,9 +137,10 @@ def test_mask3d_unknown_class_id_names_txt(tmp_path):
 def test_mask3d_check_missing_scene_txt(tmp_path):
     out = write_mask3d_export(tmp_path)
     seg = Mask3DExport(str(tmp_path), labels_tsv=str(tmp_path), label_set="tsv")
-    seg.check([SCENE])  # present: no error
-    with pytest.raises(DataError, match="scene0999_00") as err:
-        seg.check([SCENE, "scene0999_00"])
+    seg.check_global()
+    seg.check_scene(SCENE, N)  # present: no error
+    with pytest.raises(DataError, match="missing") as err:
+        seg.check_scene("scene0999_00", N)
     assert err.value.path == out / "scene0999_00.txt"
 
 
@@ -170,7 +171,7 @@ def test_inst_seg_reads_list_in_order(tmp_path):
     ] + [{"label": f"obj{i}", "segments": [i]} for i in range(5)]
     torch.save(entries, tmp_path / f"{SCENE}.pt")
     seg = Mask3DInstSeg(str(tmp_path), max_instances=6)
-    seg.check([SCENE])
+    seg.check_global()
     scene = make_scene()
     with pytest.warns(UserWarning, match="empty"):
         seg.segment(scene)
@@ -227,8 +228,8 @@ def test_inst_seg_bad_structure_and_missing(tmp_path):
     torch.save([{"label": 3, "segments": [1]}], tmp_path / f"{SCENE}.pt")
     with pytest.raises(DataError, match="'label'"):
         Mask3DInstSeg(str(tmp_path)).predict(make_scene())
-    with pytest.raises(DataError, match="scene0999_00") as err:
-        Mask3DInstSeg(str(tmp_path)).check(["scene0999_00"])
+    with pytest.raises(DataError) as err:
+        Mask3DInstSeg(str(tmp_path)).check_scene("scene0999_00", N)
     assert err.value.path == tmp_path / "scene0999_00.pt"
 
 
@@ -310,8 +311,9 @@ def test_npz_refuses_object_arrays_and_checks_presence(tmp_path):
     with pytest.raises(DataError) as err:
         InstanceNpz(str(tmp_path)).predict(make_scene())
     assert err.value.path == tmp_path / f"{SCENE}.npz"
-    with pytest.raises(DataError, match="scene0999_00"):
-        InstanceNpz(str(tmp_path)).check([SCENE, "scene0999_00"])
+    with pytest.raises(DataError) as err:
+        InstanceNpz(str(tmp_path)).check_scene("scene0999_00", N)
+    assert err.value.path == tmp_path / "scene0999_00.npz"
     with pytest.raises(ConfigError, match="segmenter.name"):
         InstanceNpz(str(tmp_path), name="bad/name")
 

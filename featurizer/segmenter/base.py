@@ -21,9 +21,6 @@ class Segmenter:
     def __init__(self, max_instances: int | None = 100):
         self.max_instances = max_instances
 
-    def check(self, scene_ids: list[str]) -> None:
-        """Validate the segmenter's inputs for these scenes before long work starts (cheap checks)."""
-
     def check_global(self) -> None:
         """Checks of what every scene shares (the segmenter's folder, its label table); DataError."""
 
@@ -43,14 +40,6 @@ class Segmenter:
     def check_folder(folder: Path, what: str) -> None:
         if not Path(folder).is_dir():
             raise DataError(folder, f"{what} folder not found")
-
-    def check_scene_files(self, folder: Path, scene_ids: list[str], what: str) -> None:
-        """DataError naming the folder, or the first missing file and how many scenes lack theirs."""
-        self.check_folder(folder, what)
-        missing = [s for s in scene_ids if not self.scene_file(s).is_file()]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise DataError(self.scene_file(missing[0]), f"{what} missing for {len(missing)} scene(s): {shown}")
 
     def predict(self, scene: Scene) -> list:
         """The instances of ``scene`` in this segmenter's order (before truncation)."""

@@ -119,9 +119,6 @@ class InstanceNpz(Segmenter):
     def scene_file(self, scene_id: str) -> Path:
         return self.root / f"{scene_id}.npz"
 
-    def check(self, scene_ids: list[str]) -> None:
-        self.check_scene_files(self.root, scene_ids, "instance .npz")
-
     def check_global(self) -> None:
         self.check_folder(self.root, "instance .npz")
 

@@ -143,10 +143,6 @@ class Mask3DExport(Segmenter):
             return f"not in {self.labels_path()}"
         return f"not a {DISPLAY[self.label_set]} class id (segmenter.label_set={self.label_set})"
 
-    def check(self, scene_ids: list[str]) -> None:
-        self.check_global()
-        self.check_scene_files(self.root, scene_ids, "Mask3D export")
-
     def input_files(self, scene_id: str) -> list[Path]:
         """The scene's prediction list, every mask file it names, and the labels tsv (``label_set=tsv``)."""
         txt = self.scene_file(scene_id)

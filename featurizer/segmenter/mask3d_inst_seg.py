@@ -52,9 +52,6 @@ class Mask3DInstSeg(Segmenter):
     def scene_file(self, scene_id: str) -> Path:
         return self.root / f"{scene_id}.pt"
 
-    def check(self, scene_ids: list[str]) -> None:
-        self.check_scene_files(self.root, scene_ids, "mask3d_inst_seg")
-
     def check_global(self) -> None:
         self.check_folder(self.root, "mask3d_inst_seg")
 
