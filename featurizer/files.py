@@ -50,6 +50,11 @@ def read_json(path: Path, missing: str = "file not found", expect: type | None =
     return data
 
 
+def read_lines(path: Path) -> list[str]:
+    """The stripped non-empty lines of a text file (split files, class lists), in file order."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def temporary_path(path: Path) -> Path:
     """A fresh temporary name for ``path`` in its folder, recognisable by :func:`remove_stale`."""
     path = Path(path)

@@ -10,7 +10,7 @@ import numpy as np
 
 from featurizer.annotations.match import best_pred, iou_matrix
 from featurizer.errors import DataError
-from featurizer.files import read_json
+from featurizer.files import read_json, read_lines
 
 SPLITS = ("train", "val")
 
@@ -31,7 +31,7 @@ def read_scene_list(path: Path) -> set[str]:
     """The scene ids of a ScanNet split file (``scannetv2_<split>.txt``)."""
     if not path.is_file():
         raise DataError(path, "split file not found")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return set(read_lines(path))
 
 
 def new_stats(task: str, split: str) -> dict:

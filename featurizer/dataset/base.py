@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from featurizer.errors import ConfigError, DataError
+from featurizer.files import read_lines
 from featurizer.scene import Scene
 
 
@@ -72,7 +73,7 @@ class SceneReader:
             if not self.root.is_dir():
                 raise DataError(self.root, f"{self.title} root folder not found (dataset.root)")
             raise DataError(path, f"split file not found ({self.split_hint})")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        ids = read_lines(path)
         if required and not ids:
             raise DataError(path, f"split file lists no {self.split_unit}")
         return ids

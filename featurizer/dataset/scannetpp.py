@@ -68,7 +68,7 @@ from featurizer.dataset.base import SceneReader
 from featurizer.dataset.scannet import (_frame_size, _shown, mesh_vertex_count, read_mesh, read_object_groups,
                                         read_ply_header)
 from featurizer.errors import ConfigError, DataError
-from featurizer.files import read_json
+from featurizer.files import read_json, read_lines
 from featurizer.scene import Frame, Instance, Scene, scaled_intrinsics
 
 MESH = "scans/mesh_aligned_0.05.ply"
@@ -223,7 +223,7 @@ def read_benchmark(root: Path) -> tuple[dict[str, str | None], set[str]]:
         for row in rows:
             target = (row["instance_map_to"] or "").strip()
             mapping.setdefault(row["class"], None if target == "None" else target or row["class"])
-    classes = {line.strip() for line in classes_path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    classes = set(read_lines(classes_path))
     if not classes:
         raise DataError(classes_path, "lists no class")
     return mapping, classes

@@ -36,6 +36,7 @@ import numpy as np
 from featurizer.dataset.base import SceneReader
 from featurizer.dataset.labels import TSV_NAME, LabelTable, read_label_table
 from featurizer.dataset.scannet import ScanNetReader
+from featurizer.files import read_lines
 from featurizer.scene import Scene, instance_boxes
 
 STRUCTURE = ("wall", "floor", "ceiling")
@@ -56,8 +57,7 @@ def scenes_reader(source: str | Path | SceneReader) -> SceneReader:
     if isinstance(source, SceneReader):
         return source
     root = Path(source)
-    ids = sorted({line.strip() for p in root.glob("scannetv2_*.txt")
-                  for line in p.read_text().splitlines() if line.strip()})
+    ids = sorted({scene for p in root.glob("scannetv2_*.txt") for scene in read_lines(p)})
     return ScanNetReader(root=str(root), scenes=ids, frames="none")
 
 
