@@ -171,14 +171,18 @@ def read_object_groups(seg_path: Path, groups_path: Path, expected: int,
             raise DataError(
                 groups_path, f"segGroups[{i}] lacks a label, an integer objectId or integer segments"
             ) from None
-        absent = np.setdiff1d(wanted, uniq)
-        if len(absent):
+        pos = np.searchsorted(uniq, wanted)  # membership through the sorted ids (no re-sort per group)
+        inside = pos < len(uniq)
+        found = np.zeros(len(wanted), dtype=bool)
+        found[inside] = uniq[pos[inside]] == wanted[inside]
+        if not found.all():
+            absent = wanted[~found]
             raise DataError(
                 groups_path,
                 f"segGroups[{i}] (objectId {object_id}, '{raw_label}') names {len(absent)} segment id(s) "
                 f"absent from {seg_path.name}: {_shown(absent.tolist())}",
             )
-        out.append((raw_label, object_id, np.searchsorted(uniq, wanted)))
+        out.append((raw_label, object_id, pos))
     return inverse.reshape(-1), out
 
 
